@@ -1,0 +1,1 @@
+"""Torch-free shared ground: settings, job spec and report schemas, names shared by every part."""

@@ -1,0 +1,100 @@
+"""Dataset specs: a discriminated union on `name`."""
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from core.specs.base import Spec
+
+Size = Annotated[int, Field(gt=0, description="number of samples to draw (seeded); omit for all")]
+
+
+class _Split(Spec):
+    """Fields every dataset takes: the small-data regime and a seeded split."""
+
+    train_size: Size | None = None
+    test_size: Size | None = None
+    seed: int = Field(0, ge=0, description="seed of the sample selection")
+
+
+class DigitsDataset(_Split):
+    """scikit-learn's bundled UCI digits: 1,797 images, 1×8×8, 10 classes."""
+
+    name: Literal["digits"]
+    test_fraction: float = Field(
+        0.3, gt=0.0, lt=1.0, description="share of the 1,797 images held out for testing"
+    )
+
+
+class ImageFileDataset(_Split):
+    """MNIST, Fashion-MNIST (IDX files) or CIFAR-10 (binary batches) from a data directory."""
+
+    name: Literal["mnist", "fashion_mnist", "cifar10"]
+    data_dir: Path | None = Field(
+        None,
+        description="directory with the dataset's standard files; default: "
+        "$ROBUSTLAB_DATA_DIR/<name> or ~/.cache/robustlab/data/<name>",
+    )
+    download: bool = Field(False, description="download (sha256-checked) when the files are missing")
+    split_test_set: bool = Field(
+        False,
+        description="draw disjoint train and test parts from the official test set only "
+        "(for machines that hold only the test files)",
+    )
+
+
+class NpzDataset(_Split):
+    """A user's .npz with arrays x_train, y_train, x_test, y_test (loaded with allow_pickle=False)."""
+
+    name: Literal["npz"]
+    path: Path = Field(description="path of the .npz file")
+
+
+class SyntheticDataset(_Split):
+    """Seeded synthetic classification sets, inputs scaled to [0, 1]."""
+
+    name: Literal["synthetic"]
+    generator: Literal["blobs", "moons", "circles", "classification"] = "blobs"
+    n_samples: int = Field(1000, ge=20, le=1_000_000)
+    n_features: int = Field(2, ge=2, le=100_000, description="input dimension (moons/circles: 2)")
+    n_classes: int = Field(2, ge=2, le=1000, description="number of classes (moons/circles: 2)")
+    noise: float = Field(0.1, ge=0.0, le=10.0)
+
+    @model_validator(mode="after")
+    def _two_d_generators(self) -> "SyntheticDataset":
+        if self.generator in ("moons", "circles") and (self.n_features != 2 or self.n_classes != 2):
+            raise ValueError(
+                f"generator {self.generator!r} makes 2 features and 2 classes: "
+                "set n_features: 2 and n_classes: 2, or use generator 'blobs' or 'classification'"
+            )
+        return self
+
+
+class FunctionRegressionDataset(_Split):
+    """Regression on an optimisation test function with exact gradients (Sobolev training, exp. 1).
+
+    Inputs x ∈ [0, 1]^dim are mapped affinely to the function's usual domain; targets and their
+    gradients (with respect to x) are exact.
+    """
+
+    name: Literal["function_regression"]
+    function: Literal["styblinski_tang", "rosenbrock", "ackley", "rastrigin", "beale", "booth"] = (
+        "styblinski_tang"
+    )
+    dim: int = Field(2, ge=1, le=1000)
+    n_samples: int = Field(1000, ge=2, le=1_000_000, description="points drawn uniformly, then split")
+
+    @model_validator(mode="after")
+    def _fixed_dimension_functions(self) -> "FunctionRegressionDataset":
+        if self.function in ("beale", "booth") and self.dim != 2:
+            raise ValueError(f"function {self.function!r} is defined in 2 dimensions: set dim: 2")
+        if self.function == "rosenbrock" and self.dim < 2:
+            raise ValueError("function 'rosenbrock' needs dim >= 2")
+        return self
+
+
+DatasetSpec = Annotated[
+    DigitsDataset | ImageFileDataset | NpzDataset | SyntheticDataset | FunctionRegressionDataset,
+    Field(discriminator="name"),
+]

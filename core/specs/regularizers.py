@@ -1,0 +1,196 @@
+"""Regularizer specs: a discriminated union on `kind`, one class per kind (DESIGN §2).
+
+Every class carries `name`, the run's name within a spec (unique; used in file names), and the
+parameters of its kind. Weights are the λ of DESIGN §2. Where a paper's convention differs from
+ours by a constant, the class docstring says how to convert.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from core.specs.base import Spec
+
+RunName = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="run name: letters, digits, '_', '.', '-' (1-64 characters, used in file names)",
+    ),
+]
+Weight = Annotated[float, Field(ge=0.0, le=1e6, description="penalty weight λ")]
+
+
+class _Regularizer(Spec):
+    name: RunName
+
+
+class NoRegularizer(_Regularizer):
+    """Plain training (ERM): mean cross-entropy."""
+
+    kind: Literal["none"]
+
+
+class WeightDecay(_Regularizer):
+    """Weight decay through the optimizer; overrides training.weight_decay for this run."""
+
+    kind: Literal["weight_decay"]
+    weight: Weight = 5e-4
+
+
+class DoubleBackprop(_Regularizer):
+    """λ · mean_b ‖∇ₓ ℓ_b‖₂² (Drucker & LeCun; DataGrad-L2).
+
+    `finite_difference` (Finlay & Oberman 2019) estimates the same quantity with d_b =
+    (ℓ_b(x + h v_b) − ℓ_b(x)) / h and penalty λ · mean_b d_b², v_b the normalized gradient
+    direction. Finlay & Oberman write (λ'/2)·d²: their λ' is 2·weight here.
+    """
+
+    kind: Literal["double_backprop"]
+    weight: Weight = 1.0
+    method: Literal["exact", "finite_difference"] = "exact"
+    h: float = Field(0.01, gt=0.0, le=1.0, description="finite_difference: step length in input space")
+    direction: Literal["l2", "linf"] = Field(
+        "l2", description="finite_difference: v = g/‖g‖₂ (l2) or sign(g)/√d (linf)"
+    )
+
+
+class DataGradL1(_Regularizer):
+    """λ · mean_b ‖∇ₓ ℓ_b‖₁ (Ororbia et al. 2017)."""
+
+    kind: Literal["datagrad_l1"]
+    weight: Weight = 0.01
+
+
+class JacobianReg(_Regularizer):
+    """λ · mean_b ‖∂o_b/∂x‖_F², o = softmax (JacReg, Varga et al.) or logits ("Frob").
+
+    `projections: null` is exact (one backward pass per class); `projections: n` is the
+    unbiased random-projection estimate of Hoffman et al. 2019 with n unit vectors per sample.
+    Hoffman et al. write λ_JR/2 · ‖J‖_F²: their λ_JR is 2·weight here.
+    """
+
+    kind: Literal["jacobian"]
+    weight: Weight = 1.0
+    target: Literal["softmax", "logits"] = "softmax"
+    projections: int | None = Field(
+        None, ge=1, le=1000, description="null: exact; n: random projections per sample"
+    )
+
+
+class SpectralReg(_Regularizer):
+    """λ · mean_b ‖∇ₓ (rᵀ f(x_b))‖₂², one r ~ N(0, I_C) per batch (SpectReg, Varga et al.)."""
+
+    kind: Literal["spectral"]
+    weight: Weight = 0.03
+
+
+class ConfidencePenalty(_Regularizer):
+    """β · mean_b Σ_k p_bk log p_bk = −β · mean entropy (Pereyra et al.; Varga sums over the batch)."""
+
+    kind: Literal["confidence_penalty"]
+    weight: Weight = 0.01
+
+
+class InputHessian(_Regularizer):
+    """λ · mean_b σ_max(∇ₓ² ℓ_b) (Mustafa et al. 2020), or CURE's finite difference.
+
+    `exact`: `power_iterations` Hessian-vector products find the top eigenvector v_b, and the
+    penalty is the Rayleigh quotient |v_bᵀ H_b v_b|, differentiated through.
+    `finite_difference` (CURE, Moosavi-Dezfooli et al. 2019): λ · mean_b ‖∇ℓ(x_b + h z_b) − ∇ℓ(x_b)‖₂,
+    z_b = sign(∇ℓ_b)/‖sign(∇ℓ_b)‖. CURE's h = 3 on [0, 255] pixels is about 0.012 on [0, 1].
+    """
+
+    kind: Literal["input_hessian"]
+    weight: Weight = 0.1
+    method: Literal["exact", "finite_difference"] = "exact"
+    power_iterations: int = Field(1, ge=1, le=100, description="exact: HVPs spent finding v_b")
+    h: float = Field(0.01, gt=0.0, le=1.0, description="finite_difference: step length")
+
+
+class Sobolev(_Regularizer):
+    """Sobolev training (Czarnecki et al. 2017): match a teacher's outputs and input derivatives.
+
+    Loss ℓ(f(x), g(x)) + λ · mean_b Σ_k ‖v_bkᵀ(J_f(x_b) − J_g(x_b))‖², v_bk random unit vectors
+    over the outputs (log-probabilities for classifiers, so the shift of logits does not matter).
+    `teacher`: the name of another run of the same spec (trained first), a checkpoint path
+    (.safetensors / .pt), or `dataset` for regression sets with exact target gradients.
+    """
+
+    kind: Literal["sobolev"]
+    weight: Weight = 1.0
+    teacher: str = Field(min_length=1, description="run name, checkpoint path, or 'dataset'")
+    projections: int = Field(1, ge=1, le=1000)
+
+
+class MaxUp(_Regularizer):
+    """MaxUp (Gong et al. 2020): mean_b max_i ℓ(f(x_b + δ_bi), y_b) over m perturbed copies."""
+
+    kind: Literal["maxup"]
+    copies: int = Field(4, ge=1, le=64, description="m, perturbed copies per sample")
+    perturbation: Literal["gaussian", "uniform"] = "gaussian"
+    sigma: float | None = Field(None, gt=0.0, le=10.0, description="gaussian: noise std")
+    eps: float | None = Field(None, gt=0.0, le=1.0, description="uniform: L∞ radius")
+
+    @model_validator(mode="after")
+    def _scale_matches_perturbation(self) -> "MaxUp":
+        if self.perturbation == "gaussian" and self.sigma is None:
+            raise ValueError("gaussian perturbation needs sigma (e.g. sigma: 0.1)")
+        if self.perturbation == "uniform" and self.eps is None:
+            raise ValueError("uniform perturbation needs eps (e.g. eps: 0.1)")
+        if self.perturbation == "gaussian" and self.eps is not None:
+            raise ValueError("eps is for uniform perturbation: use sigma with gaussian, or remove eps")
+        if self.perturbation == "uniform" and self.sigma is not None:
+            raise ValueError("sigma is for gaussian perturbation: use eps with uniform, or remove sigma")
+        return self
+
+
+class AdversarialTraining(_Regularizer):
+    """Train on adversarial examples: FGSM with random start (Wong et al. 2020) or PGD (Madry et al.).
+
+    Defaults: FGSM step α = 1.25 ε with δ ~ U(−ε, ε); PGD step 2.5 ε / steps with a random start.
+    """
+
+    kind: Literal["adversarial_training"]
+    attack: Literal["fgsm", "pgd"] = "fgsm"
+    eps: float = Field(gt=0.0, le=1.0, description="L∞ radius in [0, 1] input space")
+    steps: int = Field(7, ge=1, le=1000, description="pgd: iterations")
+    step_size: float | None = Field(None, gt=0.0, le=1.0, description="default: see class docstring")
+    random_start: bool = True
+    clean_weight: float = Field(0.0, ge=0.0, le=1.0, description="share of the clean loss in the mix")
+
+    @model_validator(mode="after")
+    def _fgsm_takes_one_step(self) -> "AdversarialTraining":
+        if self.attack == "fgsm" and "steps" in self.model_fields_set and self.steps != 1:
+            raise ValueError("fgsm takes one step: remove steps, or use attack: pgd")
+        return self
+
+
+RegularizerSpec = Annotated[
+    NoRegularizer
+    | WeightDecay
+    | DoubleBackprop
+    | DataGradL1
+    | JacobianReg
+    | SpectralReg
+    | ConfidencePenalty
+    | InputHessian
+    | Sobolev
+    | MaxUp
+    | AdversarialTraining,
+    Field(discriminator="kind"),
+]
+
+REGULARIZER_SPECS: dict[str, type[_Regularizer]] = {
+    "none": NoRegularizer,
+    "weight_decay": WeightDecay,
+    "double_backprop": DoubleBackprop,
+    "datagrad_l1": DataGradL1,
+    "jacobian": JacobianReg,
+    "spectral": SpectralReg,
+    "confidence_penalty": ConfidencePenalty,
+    "input_hessian": InputHessian,
+    "sobolev": Sobolev,
+    "maxup": MaxUp,
+    "adversarial_training": AdversarialTraining,
+}

@@ -1,0 +1,1 @@
+"""HTTP API, auth, uploads, dashboard, CLI client and CI gate. Never imports torch (issue: the service)."""

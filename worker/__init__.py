@@ -1,0 +1,1 @@
+"""Worker: takes jobs from Redis, runs them, reports progress, stores artifacts (issue: the service)."""
