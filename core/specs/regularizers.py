@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from core.specs.base import Spec
+from core.specs.base import FieldError, Spec
 
 RunName = Annotated[
     str,
@@ -111,7 +111,7 @@ class InputHessian(_Regularizer):
 class Sobolev(_Regularizer):
     """Sobolev training (Czarnecki et al. 2017): match a teacher's outputs and input derivatives.
 
-    Loss ℓ(f(x), g(x)) + λ · mean_b Σ_k ‖v_bkᵀ(J_f(x_b) − J_g(x_b))‖², v_bk random unit vectors
+    Loss ℓ(f(x), g(x)) + λ · mean_b mean_k ‖v_bkᵀ(J_f(x_b) − J_g(x_b))‖², v_bk random unit vectors
     over the outputs (log-probabilities for classifiers, so the shift of logits does not matter).
     `teacher`: the name of another run of the same spec (trained first), a checkpoint path
     (.safetensors / .pt), or `dataset` for regression sets with exact target gradients.
@@ -135,13 +135,13 @@ class MaxUp(_Regularizer):
     @model_validator(mode="after")
     def _scale_matches_perturbation(self) -> "MaxUp":
         if self.perturbation == "gaussian" and self.sigma is None:
-            raise ValueError("gaussian perturbation needs sigma (e.g. sigma: 0.1)")
+            raise FieldError("gaussian perturbation needs sigma (e.g. sigma: 0.1)", "sigma")
         if self.perturbation == "uniform" and self.eps is None:
-            raise ValueError("uniform perturbation needs eps (e.g. eps: 0.1)")
+            raise FieldError("uniform perturbation needs eps (e.g. eps: 0.1)", "eps")
         if self.perturbation == "gaussian" and self.eps is not None:
-            raise ValueError("eps is for uniform perturbation: use sigma with gaussian, or remove eps")
+            raise FieldError("eps is for uniform perturbation: use sigma with gaussian, or remove eps", "eps")
         if self.perturbation == "uniform" and self.sigma is not None:
-            raise ValueError("sigma is for gaussian perturbation: use eps with uniform, or remove sigma")
+            raise FieldError("sigma is for gaussian perturbation: use eps with uniform, or remove sigma", "sigma")
         return self
 
 
@@ -162,7 +162,7 @@ class AdversarialTraining(_Regularizer):
     @model_validator(mode="after")
     def _fgsm_takes_one_step(self) -> "AdversarialTraining":
         if self.attack == "fgsm" and "steps" in self.model_fields_set and self.steps != 1:
-            raise ValueError("fgsm takes one step: remove steps, or use attack: pgd")
+            raise FieldError("fgsm takes one step: remove steps, or use attack: pgd", "steps")
         return self
 
 

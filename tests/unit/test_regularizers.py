@@ -1,0 +1,337 @@
+"""Every regularizer against an independent brute-force computation, in float64 on a tiny model.
+
+Brute force = the full per-sample Jacobian / Hessian from torch.autograd.functional, sample by
+sample, never the batched tricks the implementations use. Exact methods must agree to rounding;
+estimators in the mean over many draws; finite differences within a tolerance at small h.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchattacks
+from torch.autograd.functional import hessian, jacobian
+
+from core.enums import RegularizerKind, Task
+from core.specs.regularizers import (
+    AdversarialTraining,
+    ConfidencePenalty,
+    DataGradL1,
+    DoubleBackprop,
+    InputHessian,
+    JacobianReg,
+    MaxUp,
+    NoRegularizer,
+    Sobolev,
+    SpectralReg,
+)
+from models.attacks.perturb import fgsm_linf, pgd_linf
+from models.regularizers import REGULARIZERS, Batch, build_regularizer, per_sample_loss
+from models.regularizers.augment import maxup_copies
+from models.regularizers.hessian import hessian_rayleigh_quotient, input_hessian_top_eigenvalue
+from tests.unit.regularizer_fixtures import B, C, D, TinyNet, data, weights
+
+CLS = Task.CLASSIFICATION
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture
+def net() -> TinyNet:
+    return TinyNet(*weights())
+
+
+# ---- brute force, one sample at a time -------------------------------------------------------
+
+
+def _sample_loss(model: TinyNet, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(xb[None]), yb[None])
+
+
+def brute_loss_grads(model: TinyNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.stack([jacobian(lambda v, b=b: _sample_loss(model, v, y[b]), x[b]) for b in range(len(x))])
+
+
+def brute_jacobians(model: TinyNet, x: torch.Tensor, transform=lambda o: o) -> torch.Tensor:
+    return torch.stack(
+        [jacobian(lambda v: transform(model(v[None]))[0], x[b]) for b in range(len(x))]
+    )  # B×C×D
+
+
+def brute_hessians(model: TinyNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.stack([hessian(lambda v, b=b: _sample_loss(model, v, y[b]), x[b]) for b in range(len(x))])
+
+
+def penalty(spec, model, x, y, seed=0, teacher=None, task=CLS, dydx=None) -> torch.Tensor:
+    reg = build_regularizer(spec, task, teacher)
+    return reg.objective(model, Batch(x, y, dydx), gen(seed)).penalty
+
+
+def mean_and_stderr(samples: list[torch.Tensor]) -> tuple[float, float]:
+    s = torch.stack(samples)
+    return float(s.mean()), float(s.std() / len(s) ** 0.5)
+
+
+# ---- exact penalties -------------------------------------------------------------------------
+
+
+def test_registry_is_complete() -> None:
+    assert REGULARIZERS.missing() == []
+    assert {k.value for k in REGULARIZERS} == {k.value for k in RegularizerKind}
+
+
+def test_double_backprop_exact_equals_brute_force(net) -> None:
+    x, y = data()
+    expected = brute_loss_grads(net, x, y).pow(2).sum(dim=1).mean()
+    got = penalty(DoubleBackprop(name="db", kind="double_backprop", weight=1.0), net, x, y)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=0)
+
+
+def test_datagrad_l1_equals_brute_force(net) -> None:
+    x, y = data()
+    expected = brute_loss_grads(net, x, y).abs().sum(dim=1).mean()
+    got = penalty(DataGradL1(name="dg", kind="datagrad_l1"), net, x, y)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("target", ["softmax", "logits"])
+def test_jacobian_exact_equals_brute_force(net, target) -> None:
+    x, y = data()
+    transform = (lambda o: F.softmax(o, dim=1)) if target == "softmax" else (lambda o: o)
+    expected = brute_jacobians(net, x, transform).pow(2).sum(dim=(1, 2)).mean()
+    got = penalty(JacobianReg(name="j", kind="jacobian", target=target), net, x, y)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=0)
+
+
+def test_confidence_penalty_equals_brute_force(net) -> None:
+    x, y = data()
+    p = F.softmax(net(x), dim=1)
+    expected = (p * p.log()).sum(dim=1).mean()
+    got = penalty(ConfidencePenalty(name="c", kind="confidence_penalty"), net, x, y)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=0)
+
+
+def test_plain_training_has_no_penalty_and_mean_cross_entropy(net) -> None:
+    x, y = data()
+    reg = build_regularizer(NoRegularizer(name="erm", kind="none"), CLS)
+    obj = reg.objective(net, Batch(x, y), gen())
+    torch.testing.assert_close(obj.loss, F.cross_entropy(net(x), y))
+    assert float(obj.penalty) == 0.0
+
+
+# ---- estimators: unbiased in the mean --------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["softmax", "logits"])
+def test_jacobian_projections_are_unbiased(net, target) -> None:
+    x, y = data()
+    transform = (lambda o: F.softmax(o, dim=1)) if target == "softmax" else (lambda o: o)
+    exact = float(brute_jacobians(net, x, transform).pow(2).sum(dim=(1, 2)).mean())
+    spec = JacobianReg(name="j", kind="jacobian", target=target, projections=1)
+    mean, stderr = mean_and_stderr([penalty(spec, net, x, y, seed=s) for s in range(1500)])
+    assert abs(mean - exact) < 4 * stderr + 1e-12, (mean, exact, stderr)
+
+
+def test_spectral_is_unbiased_for_logit_jacobian_norm(net) -> None:
+    x, y = data()
+    exact = float(brute_jacobians(net, x).pow(2).sum(dim=(1, 2)).mean())
+    spec = SpectralReg(name="s", kind="spectral")
+    mean, stderr = mean_and_stderr([penalty(spec, net, x, y, seed=s) for s in range(1500)])
+    assert abs(mean - exact) < 4 * stderr, (mean, exact, stderr)
+
+
+def test_sobolev_is_unbiased_for_log_prob_jacobian_gap(net) -> None:
+    x, y = data()
+    teacher = TinyNet(*(w.detach() for w in weights(seed=7)))
+    log_softmax = functools.partial(F.log_softmax, dim=1)
+    gap = brute_jacobians(net, x, log_softmax) - brute_jacobians(teacher, x, log_softmax)
+    exact = float(gap.pow(2).sum(dim=(1, 2)).mean() / C)  # E over unit v of ‖vᵀΔJ‖² = ‖ΔJ‖²_F / C
+    spec = Sobolev(name="sob", kind="sobolev", teacher="erm", projections=1)
+    mean, stderr = mean_and_stderr(
+        [penalty(spec, net, x, y, seed=s, teacher=teacher) for s in range(1500)]
+    )
+    assert abs(mean - exact) < 4 * stderr, (mean, exact, stderr)
+
+
+def test_sobolev_distills_teacher_probabilities(net) -> None:
+    x, y = data()
+    teacher = TinyNet(*(w.detach() for w in weights(seed=7)))
+    spec = Sobolev(name="sob", kind="sobolev", teacher="erm", weight=0.0)
+    obj = build_regularizer(spec, CLS, teacher).objective(net, Batch(x, y), gen())
+    q = F.softmax(teacher(x), dim=1)
+    torch.testing.assert_close(obj.loss, -(q * F.log_softmax(net(x), dim=1)).sum(1).mean())
+
+
+def test_sobolev_regression_matches_exact_target_gradients() -> None:
+    model = TinyNet(*weights(outputs=1))
+    x, _ = data(outputs=1)
+    y = torch.randn(B, 1, dtype=torch.float64, generator=gen(3))
+    dydx = torch.randn(B, D, dtype=torch.float64, generator=gen(4))
+    grads = brute_jacobians(model, x)[:, 0, :]  # B×D
+    expected = (grads - dydx).pow(2).sum(dim=1).mean()
+    spec = Sobolev(name="sob", kind="sobolev", teacher="dataset")
+    got = penalty(spec, model, x, y, task=Task.REGRESSION, dydx=dydx)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=0)
+
+
+# ---- Hessian ---------------------------------------------------------------------------------
+
+
+def test_input_hessian_quotient_equals_brute_force_power_iteration(net) -> None:
+    """Same random start, same number of iterations, explicit Hessian matrices: same quotient."""
+    x, y = data()
+    iterations = 3
+    hessians = brute_hessians(net, x, y)  # B×D×D
+    v = torch.randn(x.shape, generator=gen(5), dtype=x.dtype)
+    v = v / v.norm(dim=1, keepdim=True)
+    for _ in range(iterations):
+        v = torch.einsum("bij,bj->bi", hessians, v)
+        v = v / v.norm(dim=1, keepdim=True)
+    expected = torch.einsum("bi,bij,bj->b", v, hessians, v).abs().mean()
+    spec = InputHessian(name="h", kind="input_hessian", weight=1.0, power_iterations=iterations)
+    torch.testing.assert_close(penalty(spec, net, x, y, seed=5), expected, rtol=1e-9, atol=0)
+
+
+def test_power_iteration_finds_top_eigenvalue_within_one_percent(net) -> None:
+    x, y = data()
+    top = torch.linalg.eigvalsh(brute_hessians(net, x, y)).abs().max(dim=1).values
+    estimate = input_hessian_top_eigenvalue(net, x, y, CLS, iterations=200, generator=gen())
+    assert torch.all((estimate - top).abs() <= 0.01 * top), (estimate, top)
+
+
+def test_cure_finite_difference_approaches_hessian_times_direction(net) -> None:
+    x, y = data()
+    h = 1e-5
+    grads = brute_loss_grads(net, x, y)
+    z = grads.sign() / grads.sign().norm(dim=1, keepdim=True)
+    expected = torch.einsum("bij,bj->bi", brute_hessians(net, x, y), z).norm(dim=1).mean()
+    spec = InputHessian(name="cure", kind="input_hessian", method="finite_difference", h=h)
+    got = penalty(spec, net, x, y) / h
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=0)
+
+
+# ---- finite-difference gradient norm ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("direction", "norm"),
+    [("l2", lambda g: g.norm(dim=1)), ("linf", lambda g: g.abs().sum(dim=1) / D**0.5)],
+)
+def test_double_backprop_finite_difference_approaches_gradient_norm(net, direction, norm) -> None:
+    x, y = data()
+    expected = norm(brute_loss_grads(net, x, y)).pow(2).mean()
+    spec = DoubleBackprop(
+        name="fd", kind="double_backprop", method="finite_difference", h=1e-6, direction=direction
+    )
+    torch.testing.assert_close(penalty(spec, net, x, y), expected, rtol=1e-4, atol=0)
+
+
+def test_finite_difference_error_shrinks_with_h(net) -> None:
+    x, y = data()
+    exact = brute_loss_grads(net, x, y).pow(2).sum(dim=1).mean()
+    errors = [
+        float((penalty(DoubleBackprop(name="fd", kind="double_backprop", method="finite_difference",
+                                      h=h), net, x, y) - exact).abs())
+        for h in (1e-1, 1e-2, 1e-3)
+    ]
+    assert errors[0] > errors[1] > errors[2]
+
+
+# ---- MaxUp and adversarial training ----------------------------------------------------------
+
+
+def test_maxup_loss_and_gradient_are_those_of_the_worst_copy(net) -> None:
+    x, y = data()
+    spec = MaxUp(name="m", kind="maxup", copies=5, perturbation="uniform", eps=0.3)
+    obj = build_regularizer(spec, CLS).objective(net, Batch(x, y), gen(2))
+    (grad_w1,) = torch.autograd.grad(obj.loss, net.w1)
+
+    copies = maxup_copies(x, spec, gen(2))  # the same draws
+    brute = torch.stack(
+        [torch.stack([_sample_loss(net, copies[i, b], y[b]) for i in range(5)]).max() for b in range(B)]
+    ).mean()
+    (brute_grad_w1,) = torch.autograd.grad(brute, net.w1)
+    torch.testing.assert_close(obj.loss, brute, rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad_w1, brute_grad_w1, rtol=1e-10, atol=1e-12)
+
+
+def _float32_net() -> torch.nn.Module:
+    w1, b1, w2, b2 = (w.detach().float() for w in weights())
+    return TinyNet(w1, b1, w2, b2)
+
+
+def test_fgsm_matches_torchattacks() -> None:
+    model = _float32_net()
+    x, y = data()
+    x = x.float()
+    ours = fgsm_linf(model, x, y, 0.1, functools.partial(per_sample_loss, task=CLS))
+    reference = torchattacks.FGSM(model, eps=0.1)(x, y)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
+
+
+def test_pgd_matches_torchattacks_without_random_start() -> None:
+    model = _float32_net()
+    x, y = data()
+    x = x.float()
+    loss = functools.partial(per_sample_loss, task=CLS)
+    ours = pgd_linf(model, x, y, 0.1, loss, steps=7, step_size=0.02, random_start=False)
+    reference = torchattacks.PGD(model, eps=0.1, alpha=0.02, steps=7, random_start=False)(x, y)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_adversarial_training_trains_on_admissible_worse_inputs(net, attack) -> None:
+    x, y = data()
+    spec = AdversarialTraining(name="at", kind="adversarial_training", attack=attack, eps=0.1)
+    reg = build_regularizer(spec, CLS)
+    x_adv = reg.perturb(net, x, y, gen())
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-12
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    obj = reg.objective(net, Batch(x, y), gen())
+    torch.testing.assert_close(obj.loss, F.cross_entropy(net(x_adv), y))
+    assert float(obj.loss.detach()) > float(F.cross_entropy(net(x), y).detach())
+
+
+# ---- gradients with respect to the parameters ------------------------------------------------
+
+DIFFERENTIABLE_SPECS = [
+    NoRegularizer(name="erm", kind="none"),
+    DoubleBackprop(name="db", kind="double_backprop", weight=0.7),
+    DataGradL1(name="dg", kind="datagrad_l1", weight=0.3),
+    JacobianReg(name="j", kind="jacobian", weight=0.5, target="softmax"),
+    JacobianReg(name="jp", kind="jacobian", weight=0.5, target="logits", projections=2),
+    SpectralReg(name="s", kind="spectral", weight=0.2),
+    ConfidencePenalty(name="c", kind="confidence_penalty", weight=0.4),
+    Sobolev(name="sob", kind="sobolev", weight=0.5, teacher="erm", projections=2),
+    InputHessian(name="cure", kind="input_hessian", method="finite_difference", h=0.05),
+]
+
+
+@pytest.mark.parametrize("spec", DIFFERENTIABLE_SPECS, ids=lambda s: s.name)
+def test_objective_passes_gradcheck_in_parameters(spec) -> None:
+    x, y = data()
+    teacher = TinyNet(*(w.detach() for w in weights(seed=7)))
+    reg = build_regularizer(spec, CLS, teacher)
+
+    def loss(*w: torch.Tensor) -> torch.Tensor:
+        return reg.objective(TinyNet(*w), Batch(x, y), gen(11)).loss  # same draws every call
+
+    assert torch.autograd.gradcheck(loss, weights(), eps=1e-6, atol=1e-5)
+
+
+def test_hessian_quotient_passes_gradcheck_for_a_fixed_direction() -> None:
+    """With v fixed (no power iterations), vᵀHv is an ordinary function of the weights."""
+    x, y = data()
+
+    def quotient(*w: torch.Tensor) -> torch.Tensor:
+        xl = x.clone().requires_grad_(True)
+        losses = per_sample_loss(TinyNet(*w)(xl), y, CLS)
+        (g,) = torch.autograd.grad(losses.sum(), xl, create_graph=True)
+        return hessian_rayleigh_quotient(g, xl, 0, gen(3), create_graph=True).abs().mean()
+
+    assert torch.autograd.gradcheck(quotient, weights(), eps=1e-6, atol=1e-5)
