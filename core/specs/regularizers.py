@@ -141,7 +141,9 @@ class MaxUp(_Regularizer):
         if self.perturbation == "gaussian" and self.eps is not None:
             raise FieldError("eps is for uniform perturbation: use sigma with gaussian, or remove eps", "eps")
         if self.perturbation == "uniform" and self.sigma is not None:
-            raise FieldError("sigma is for gaussian perturbation: use eps with uniform, or remove sigma", "sigma")
+            raise FieldError(
+                "sigma is for gaussian perturbation: use eps with uniform, or remove sigma", "sigma"
+            )
         return self
 
 
@@ -154,16 +156,20 @@ class AdversarialTraining(_Regularizer):
     kind: Literal["adversarial_training"]
     attack: Literal["fgsm", "pgd"] = "fgsm"
     eps: float = Field(gt=0.0, le=1.0, description="L∞ radius in [0, 1] input space")
-    steps: int = Field(7, ge=1, le=1000, description="pgd: iterations")
+    steps: int | None = Field(None, ge=1, le=1000, description="pgd: iterations (default 7)")
     step_size: float | None = Field(None, gt=0.0, le=1.0, description="default: see class docstring")
     random_start: bool = True
     clean_weight: float = Field(0.0, ge=0.0, le=1.0, description="share of the clean loss in the mix")
 
     @model_validator(mode="after")
     def _fgsm_takes_one_step(self) -> "AdversarialTraining":
-        if self.attack == "fgsm" and "steps" in self.model_fields_set and self.steps != 1:
-            raise FieldError("fgsm takes one step: remove steps, or use attack: pgd", "steps")
+        if self.attack == "fgsm" and self.steps not in (None, 1):
+            raise ValueError("fgsm takes one step: remove steps, or use attack: pgd")
         return self
+
+    @property
+    def pgd_steps(self) -> int:
+        return 7 if self.steps is None else self.steps
 
 
 RegularizerSpec = Annotated[

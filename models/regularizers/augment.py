@@ -69,10 +69,10 @@ class AdversarialTrainingRegularizer(Regularizer):
                 model, x, y, s.eps, self.loss_fn,
                 step_size=step, random_start=s.random_start, generator=generator,
             )
-        step = 2.5 * s.eps / s.steps if s.step_size is None else s.step_size
+        step = 2.5 * s.eps / s.pgd_steps if s.step_size is None else s.step_size
         return pgd_linf(
             model, x, y, s.eps, self.loss_fn,
-            steps=s.steps, step_size=step, random_start=s.random_start, generator=generator,
+            steps=s.pgd_steps, step_size=step, random_start=s.random_start, generator=generator,
         )
 
     def objective(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> Objective:

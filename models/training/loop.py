@@ -1,0 +1,184 @@
+"""The training loop: one function, flat and explicit about shapes and seeds (nanoGPT style)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from core.enums import Task
+from core.specs.training import TrainingSpec
+from models.datasets.base import DatasetBundle
+from models.regularizers.base import Batch, Regularizer
+from models.training.schedule import build_optimizer, lr_factor, set_lr
+from models.training.state import load_state, restore_rng, save_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """What the loop reports while it runs (the worker forwards it to the job record)."""
+
+    epoch: int  # 1-based epoch being run
+    epochs: int
+    step: int  # 1-based step within the epoch
+    steps_per_epoch: int
+    loss: float  # the objective
+    task_loss: float
+    penalty: float
+    samples_per_second: float
+    lr: float
+
+    @property
+    def fraction(self) -> float:
+        return ((self.epoch - 1) * self.steps_per_epoch + self.step) / (self.epochs * self.steps_per_epoch)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    loss: float
+    task_loss: float
+    penalty: float
+    seconds: float
+    samples_per_second: float
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    history: list[EpochRecord] = field(default_factory=list)
+    resumed_from_epoch: int = 0  # finished epochs loaded from a checkpoint (0: fresh start)
+    seconds: float = 0.0  # wall time of the epochs run in this call
+    step_seconds: float = 0.0  # mean wall time of one optimizer step in this call
+    peak_memory_bytes: int | None = None  # CUDA only: torch.cuda.max_memory_allocated
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The sample order of one epoch: a function of (seed, epoch) alone, so resume replays it."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def fit(
+    model: nn.Module,
+    regularizer: Regularizer,
+    data: DatasetBundle,
+    training: TrainingSpec,
+    *,
+    seed: int,
+    device: torch.device,
+    state_path: Path | None = None,
+    spec_hash: str = "",
+    progress: ProgressCallback | None = None,
+    stop_after_epoch: int | None = None,
+) -> FitResult:
+    """Train `model` in place with `regularizer`'s objective; checkpoint after every epoch.
+
+    With `state_path`, the state is saved after each epoch and, when one from the same spec is
+    there, training resumes after its last finished epoch with identical results (same sample
+    order, random draws and optimizer state). `stop_after_epoch` ends early (tests of resume).
+    """
+    model.to(device).train()
+    optimizer = build_optimizer(model.parameters(), training, regularizer.weight_decay(training.weight_decay))
+    generator = torch.Generator(device=device).manual_seed(seed + 7919)  # regularizer randomness
+    n = data.x_train.shape[0]
+    steps_per_epoch = -(-n // training.batch_size)
+    total_steps = training.epochs * steps_per_epoch
+    amp = training.amp and device.type == "cuda"
+    # Back-propagate into the weights only: penalties make the inputs a leaf that requires grad,
+    # and accumulating an unused gradient there costs an extra input-gradient pass per graph.
+    weights = [p for p in model.parameters() if p.requires_grad]
+    result = FitResult(model)
+
+    start_epoch, step = 0, 0
+    state = load_state(state_path, spec_hash) if state_path is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state, generator)
+        start_epoch, step = state["epoch"], state["step"]
+        result.history = [EpochRecord(**h) for h in state["history"]]
+        result.resumed_from_epoch = start_epoch
+        log.info("resuming after epoch %d of %d from %s", start_epoch, training.epochs, state_path)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    last_epoch = training.epochs if stop_after_epoch is None else min(stop_after_epoch, training.epochs)
+    steps_run, started = 0, time.perf_counter()
+    for epoch in range(start_epoch + 1, last_epoch + 1):
+        order = _epoch_order(n, seed, epoch)
+        sums = torch.zeros(3, dtype=torch.float64)  # loss, task loss, penalty (summed over steps)
+        epoch_start = time.perf_counter()
+        for i in range(steps_per_epoch):
+            idx = order[i * training.batch_size : (i + 1) * training.batch_size]
+            batch = Batch(
+                x=data.x_train[idx].to(device, non_blocking=True),  # B×C×H×W (or B×D)
+                y=data.y_train[idx].to(device, non_blocking=True),  # B (labels) or B×K (targets)
+                dydx=None if data.dydx_train is None else data.dydx_train[idx].to(device),
+            )
+            lr = training.lr * lr_factor(training, step, total_steps)
+            set_lr(optimizer, lr)
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+            with autocast:
+                objective = regularizer.objective(model, batch, generator)
+            optimizer.zero_grad(set_to_none=True)
+            objective.loss.backward(inputs=weights)
+            if training.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
+            optimizer.step()
+            step += 1
+            steps_run += 1
+            values = torch.stack([objective.loss.detach(), objective.task_loss, objective.penalty])
+            sums += values.double().cpu()
+            if progress is not None:
+                elapsed = time.perf_counter() - epoch_start
+                loss, task_loss, penalty = values.tolist()
+                progress(ProgressEvent(
+                    epoch, training.epochs, i + 1, steps_per_epoch, loss, task_loss, penalty,
+                    min(n, (i + 1) * training.batch_size) / max(elapsed, 1e-9), lr,
+                ))
+        seconds = time.perf_counter() - epoch_start
+        mean = (sums / steps_per_epoch).tolist()
+        record = EpochRecord(epoch, mean[0], mean[1], mean[2], seconds, n / max(seconds, 1e-9))
+        result.history.append(record)
+        if not all(map(torch.isfinite, torch.tensor(mean))):
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch} (loss {mean[0]}): lower lr or the penalty weight"
+            )
+        if state_path is not None:
+            save_state(state_path, model=model, optimizer=optimizer, generator=generator, epoch=epoch,
+                       step=step, history=result.history, spec_hash=spec_hash)
+        log.info("epoch %d/%d loss %.4f penalty %.4g (%.1fs)", epoch, training.epochs, mean[0], mean[2], seconds)
+
+    result.seconds = time.perf_counter() - started
+    result.step_seconds = result.seconds / max(steps_run, 1)
+    if device.type == "cuda":
+        result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
+    model.eval()
+    return result
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Model outputs on x in eval mode, batched, on the model's device; returned on the CPU."""
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+def clean_score(model: nn.Module, data: DatasetBundle) -> float:
+    """Test accuracy (classification) or test mean squared error (regression)."""
+    out = predict(model, data.x_test)
+    if data.task == Task.CLASSIFICATION:
+        return float((out.argmax(dim=1) == data.y_test).double().mean())
+    return float((out - data.y_test.reshape(out.shape)).pow(2).mean())
