@@ -11,3 +11,16 @@ class Spec(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FieldError(ValueError):
+    """A ValueError raised by a model validator that knows which field below the model is at fault.
+
+    Pydantic attributes an error raised in a model validator to the whole model; raising this
+    instead lets `core.specs.loading` point a person at the field (`regularizers[3].teacher`)
+    rather than at the whole spec. `loc` is relative to the model being validated.
+    """
+
+    def __init__(self, message: str, *loc: str | int) -> None:
+        super().__init__(message)
+        self.loc: tuple[str | int, ...] = loc

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from core.specs.base import Spec
+from core.specs.base import FieldError, Spec
 
 Size = Annotated[int, Field(gt=0, description="number of samples to draw (seeded); omit for all")]
 
@@ -64,9 +64,10 @@ class SyntheticDataset(_Split):
     @model_validator(mode="after")
     def _two_d_generators(self) -> "SyntheticDataset":
         if self.generator in ("moons", "circles") and (self.n_features != 2 or self.n_classes != 2):
-            raise ValueError(
+            raise FieldError(
                 f"generator {self.generator!r} makes 2 features and 2 classes: "
-                "set n_features: 2 and n_classes: 2, or use generator 'blobs' or 'classification'"
+                "set n_features: 2 and n_classes: 2, or use generator 'blobs' or 'classification'",
+                "n_features" if self.n_features != 2 else "n_classes",
             )
         return self
 
@@ -88,9 +89,9 @@ class FunctionRegressionDataset(_Split):
     @model_validator(mode="after")
     def _fixed_dimension_functions(self) -> "FunctionRegressionDataset":
         if self.function in ("beale", "booth") and self.dim != 2:
-            raise ValueError(f"function {self.function!r} is defined in 2 dimensions: set dim: 2")
+            raise FieldError(f"function {self.function!r} is defined in 2 dimensions: set dim: 2", "dim")
         if self.function == "rosenbrock" and self.dim < 2:
-            raise ValueError("function 'rosenbrock' needs dim >= 2")
+            raise FieldError("function 'rosenbrock' needs dim >= 2", "dim")
         return self
 
 

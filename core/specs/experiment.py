@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
-from core.specs.base import Spec
+from core.specs.base import FieldError, Spec
 from core.specs.dataset import DatasetSpec
 from core.specs.evaluation import EvaluationSpec
 from core.specs.model import ModelSpec
@@ -39,58 +39,73 @@ class ExperimentSpec(Spec):
     @model_validator(mode="after")
     def _consistent(self) -> "ExperimentSpec":
         names = [r.name for r in self.regularizers]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"regularizer names must be unique; repeated: {', '.join(duplicates)}")
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise FieldError(
+                    f"regularizer names must be unique; {name!r} is already the name of "
+                    f"regularizers[{names.index(name)}]: rename one",
+                    "regularizers", index, "name",
+                )
         if self.dataset.name in VECTOR_DATASETS and self.model.architecture in CONV_ARCHITECTURES:
-            raise ValueError(
-                f"model.architecture {self.model.architecture!r} needs images, but dataset "
-                f"{self.dataset.name!r} gives vectors: use architecture 'mlp'"
+            raise FieldError(
+                f"architecture {self.model.architecture!r} needs images, but dataset "
+                f"{self.dataset.name!r} gives vectors: use architecture 'mlp'",
+                "model", "architecture",
             )
         regression = self.dataset.name == "function_regression"
-        for reg in self.regularizers:
+        for index, reg in enumerate(self.regularizers):
             if regression and reg.kind in ("confidence_penalty", "jacobian"):
-                raise ValueError(
+                raise FieldError(
                     f"regularizer {reg.name!r} ({reg.kind}) needs class probabilities, but "
-                    "function_regression is a regression task: use double_backprop or sobolev"
+                    "function_regression is a regression task: use double_backprop or sobolev",
+                    "regularizers", index, "kind",
                 )
             if isinstance(reg, Sobolev):
-                self._check_teacher(reg, names, regression)
+                self._check_teacher(reg, index, names, regression)
         self.training_order()  # raises on a teacher cycle
         return self
 
-    def _check_teacher(self, reg: Sobolev, names: list[str], regression: bool) -> None:
+    def _check_teacher(self, reg: Sobolev, index: int, names: list[str], regression: bool) -> None:
         teacher = reg.teacher
+        where = ("regularizers", index, "teacher")
         if teacher == reg.name:
-            raise ValueError(f"sobolev run {reg.name!r} names itself as teacher: name another run")
+            raise FieldError(f"sobolev run {reg.name!r} names itself as teacher: name another run", *where)
         if teacher == "dataset":
             if not regression:
-                raise ValueError(
+                raise FieldError(
                     f"sobolev run {reg.name!r}: teacher 'dataset' needs exact target gradients, "
-                    "which only function_regression has: name another run or a checkpoint"
+                    "which only function_regression has: name another run or a checkpoint",
+                    *where,
                 )
         elif teacher not in names and not teacher.endswith(CHECKPOINT_SUFFIXES):
-            raise ValueError(
+            raise FieldError(
                 f"sobolev run {reg.name!r}: teacher {teacher!r} is neither a run of this spec "
-                f"({', '.join(names)}) nor a checkpoint path ending in {', '.join(CHECKPOINT_SUFFIXES)}"
+                f"({', '.join(names)}) nor a checkpoint path ending in {', '.join(CHECKPOINT_SUFFIXES)}",
+                *where,
             )
 
     def training_order(self) -> list[str]:
         """Run names ordered so that every Sobolev teacher run comes before its students."""
         by_name = {r.name: r for r in self.regularizers}
+        index = {r.name: i for i, r in enumerate(self.regularizers)}
         ordered: list[str] = []
-        visiting: set[str] = set()
+        visiting: list[str] = []  # the chain of students being visited, for the cycle message
 
         def visit(name: str) -> None:
             if name in ordered:
                 return
             if name in visiting:
-                raise ValueError(f"sobolev teachers form a cycle through {name!r}: break the cycle")
-            visiting.add(name)
+                cycle = " -> ".join([*visiting[visiting.index(name):], name])
+                raise FieldError(
+                    f"sobolev teachers form a cycle ({cycle}, each run naming the next as teacher): "
+                    "give one of them a teacher outside the cycle",
+                    "regularizers", index[visiting[-1]], "teacher",
+                )
+            visiting.append(name)
             reg = by_name[name]
             if isinstance(reg, Sobolev) and reg.teacher in by_name:
                 visit(reg.teacher)
-            visiting.discard(name)
+            visiting.pop()
             ordered.append(name)
 
         for reg in self.regularizers:

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from core.specs.base import Spec
+from core.specs.base import FieldError, Spec
 
 
 class Normalization(Spec):
@@ -16,8 +16,9 @@ class Normalization(Spec):
     @model_validator(mode="after")
     def _same_length(self) -> "Normalization":
         if len(self.mean) != len(self.std):
-            raise ValueError(
-                f"mean has {len(self.mean)} values and std {len(self.std)}: give one of each per channel"
+            raise FieldError(
+                f"mean has {len(self.mean)} values and std {len(self.std)}: give one of each per channel",
+                "std",
             )
         return self
 
@@ -34,6 +35,8 @@ Activation = Literal["relu", "tanh", "softplus", "gelu"]
 
 
 class MLPParams(Spec):
+    """Fully connected network on the flattened input: hidden layers, then a linear classifier."""
+
     hidden: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
         default_factory=lambda: [256, 256], max_length=16, description="hidden layer widths"
     )
@@ -42,11 +45,15 @@ class MLPParams(Spec):
 
 
 class LeNet5Params(Spec):
+    """LeNet-5 (LeCun et al. 1998): two convolution and pooling stages, then fully connected layers."""
+
     activation: Activation = "relu"
     pooling: Literal["max", "avg"] = "max"
 
 
 class CNNSmallParams(Spec):
+    """Small CNN: stride-2 4×4 convolutions, one fully connected layer, then the classifier."""
+
     channels: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
         default_factory=lambda: [16, 32], min_length=1, max_length=6,
         description="channels of the stride-2 4×4 convolutions",
@@ -55,10 +62,14 @@ class CNNSmallParams(Spec):
 
 
 class ResNet18Params(Spec):
+    """ResNet-18 (He et al. 2016): four stages of two basic blocks, for 32×32 images such as CIFAR-10."""
+
     width: int = Field(64, ge=1, le=1024, description="channels of the first stage")
 
 
 class WideResNetParams(Spec):
+    """Wide ResNet WRN-depth-k (Zagoruyko & Komodakis 2016), the usual robustness benchmark model."""
+
     depth: int = Field(28, ge=10, le=100, description="total depth; (depth - 4) must be divisible by 6")
     widen_factor: int = Field(10, ge=1, le=20)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)

@@ -164,7 +164,7 @@ class AdversarialTraining(_Regularizer):
     @model_validator(mode="after")
     def _fgsm_takes_one_step(self) -> "AdversarialTraining":
         if self.attack == "fgsm" and self.steps not in (None, 1):
-            raise ValueError("fgsm takes one step: remove steps, or use attack: pgd")
+            raise FieldError("fgsm takes one step: remove steps, or use attack: pgd", "steps")
         return self
 
     @property

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from core.specs.base import Spec
+from core.specs.base import FieldError, Spec
 
 
 class TrainingSpec(Spec):
@@ -27,8 +27,9 @@ class TrainingSpec(Spec):
     @model_validator(mode="after")
     def _milestones_are_fractions(self) -> "TrainingSpec":
         if any(not 0.0 < m < 1.0 for m in self.milestones) or self.milestones != sorted(self.milestones):
-            raise ValueError(
+            raise FieldError(
                 f"milestones {self.milestones} must be increasing fractions of training in (0, 1), "
-                "e.g. [0.5, 0.75]"
+                "e.g. [0.5, 0.75]",
+                "milestones",
             )
         return self

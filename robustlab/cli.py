@@ -1,0 +1,187 @@
+"""The `robustlab` command line: list what a spec may name, validate specs (and, later, train).
+
+This module must stay importable without torch: `list`, `validate` and `--version` run on
+machines without it (CI, the service's container). Commands that need torch import `models`
+inside their function, never at the top of this module (tests/unit/test_dependency_rules.py).
+Exit codes: 0 success, 1 an invalid spec or unreadable file, 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from core import catalog
+from core.specs import ExperimentSpec, SpecError, load_spec
+from robustlab import __version__
+
+app = typer.Typer(
+    name="robustlab",
+    help="Adversarial-robustness lab: train models with input-gradient regularizers, attack them, compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold specs or paths a user did not ask to print
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"robustlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Adversarial-robustness lab: train models with input-gradient regularizers, attack them, compare."""
+
+
+# --- list ------------------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _bounds(parameter: dict[str, Any]) -> str:
+    """`0 ≤ x ≤ 1e+06`, or the choices `a|b`: what values a parameter takes (its items' for lists)."""
+    if "enum" in parameter:  # plus any non-literal branch of the type, e.g. a Normalization mapping
+        others = [t for t in parameter["type"].split(" | ") if t[:1] != "'" and t != "None"]
+        return "|".join([*(str(v) for v in parameter["enum"]), *others])
+    limits = parameter.get("items", parameter)
+    low = [f"{_number(limits[k])} {op} " for k, op in (("minimum", "≤"), ("exclusive_minimum", "<"))
+           if k in limits]
+    high = [f" {op} {_number(limits[k])}" for k, op in (("maximum", "≤"), ("exclusive_maximum", "<"))
+            if k in limits]
+    return f"{''.join(low[:1])}x{''.join(high[:1])}" if low or high else ""
+
+
+def _parameter_line(parameter: dict[str, Any]) -> str:
+    """`weight = 1.0  (0 ≤ x ≤ 1e+06)`, or `teacher (required)`."""
+    if parameter["required"]:
+        head = f"{parameter['name']} (required)"
+    else:
+        default = parameter["default"]
+        shown = _number(default) if isinstance(default, float) else json.dumps(default)
+        head = f"{parameter['name']} = {shown}"
+    bounds = _bounds(parameter)
+    return f"{head}  ({bounds})" if bounds else head
+
+
+def _table(category: str, entries: list[dict[str, Any]]) -> Table:
+    table = Table(title=category, show_lines=True)
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("parameters = defaults")
+    table.add_column("description")
+    for entry in entries:
+        lines = "\n".join(_parameter_line(p) for p in entry["parameters"]) or "-"
+        # Text, not markup: defaults such as [256, 256] contain brackets that rich reads as styles.
+        table.add_row(Text(entry["name"]), Text(lines), Text(entry["description"]))
+    return table
+
+
+@app.command("list")
+def list_command(
+    category: Annotated[
+        str, typer.Argument(metavar="CATEGORY", help=f"One of: {', '.join(catalog.CATEGORIES)}.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+) -> None:
+    """List the regularizers, architectures, datasets or attacks a spec may name, with their parameters."""
+    try:
+        entries = catalog.catalog(category)
+    except KeyError:
+        typer.echo(
+            f"Error: unknown category {category!r}: use one of {', '.join(catalog.CATEGORIES)}", err=True
+        )
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(entries, indent=2, ensure_ascii=False))
+    else:
+        Console().print(_table(category, entries))
+
+
+# --- validate --------------------------------------------------------------------------------------
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def summary(spec: ExperimentSpec) -> dict[str, Any]:
+    """What a valid spec will do, in numbers: what `validate` prints and `--json` returns."""
+    regularizers, seeds = len(spec.regularizers), len(spec.seeds)
+    return {
+        "name": spec.name,
+        "regularizers": regularizers,
+        "seeds": seeds,
+        "runs": regularizers * seeds,
+        "architecture": spec.model.architecture,
+        "dataset": spec.dataset.name,
+        "epochs": spec.training.epochs,
+        "attacks": len(spec.evaluation.attacks),
+        "spec_sha256": spec.spec_hash(),
+    }
+
+
+def summary_line(spec: ExperimentSpec) -> str:
+    """One line for a valid spec, e.g. `OK digits-quick: 12 regularizers × 3 seeds = 36 runs, ...`."""
+    s = summary(spec)
+    return (
+        f"OK {s['name']}: {_plural(s['regularizers'], 'regularizer')} × {_plural(s['seeds'], 'seed')}"
+        f" = {_plural(s['runs'], 'run')}, {s['architecture']} on {s['dataset']},"
+        f" {_plural(s['epochs'], 'epoch')}, {_plural(s['attacks'], 'attack')},"
+        f" spec sha256 {s['spec_sha256'][:12]}"
+    )
+
+
+@app.command()
+def validate(
+    spec_file: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="A spec file (YAML or JSON).")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"valid", "problems", "summary"} as JSON.')
+    ] = False,
+) -> None:
+    """Check a spec without running it: exit 0 with a summary, or 1 with every problem."""
+    try:
+        spec = load_spec(spec_file)
+    except SpecError as exc:
+        if as_json:
+            problems = [{"path": p.path, "message": p.message} for p in exc.problems]
+            typer.echo(json.dumps({"valid": False, "problems": problems, "summary": None}, indent=2))
+        elif len(exc.problems) == 1 and not exc.problems[0].path:
+            typer.echo(f"FAIL {spec_file}: {exc.problems[0].message}")
+        else:
+            typer.echo(f"FAIL {spec_file}: {_plural(len(exc.problems), 'problem')}")
+            for problem in exc.problems:
+                typer.echo(f"  {problem}")
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps({"valid": True, "problems": [], "summary": summary(spec)}, indent=2))
+    else:
+        typer.echo(summary_line(spec))
+
+
+# --- train -----------------------------------------------------------------------------------------
+# The lead adds `robustlab train SPEC.yaml` here. It needs torch: import `models` (and anything
+# else that pulls torch) inside the command function, never at module level, so that `list`,
+# `validate` and `--version` keep working without torch (tests/unit/test_dependency_rules.py).
+
+
+def main() -> None:
+    """Console-script entry point (`robustlab = "robustlab.cli:main"` in pyproject.toml)."""
+    app(prog_name="robustlab")
+
+
+if __name__ == "__main__":
+    main()
