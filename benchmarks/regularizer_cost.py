@@ -65,8 +65,9 @@ def load_inputs(batch: int) -> tuple[torch.Tensor, torch.Tensor, str]:
 
         import numpy as np
 
-        x = np.frombuffer(gzip.open(images).read(), dtype=np.uint8, offset=16)[: batch * 784]
-        y = np.frombuffer(gzip.open(labels).read(), dtype=np.uint8, offset=8)[:batch]
+        with gzip.open(images) as f_images, gzip.open(labels) as f_labels:
+            x = np.frombuffer(f_images.read(), dtype=np.uint8, offset=16)[: batch * 784]
+            y = np.frombuffer(f_labels.read(), dtype=np.uint8, offset=8)[:batch]
         xt = torch.from_numpy(x.copy()).float().div(255).view(batch, 1, 28, 28)
         return xt, torch.from_numpy(y.copy()).long(), "MNIST test images"
     g = torch.Generator().manual_seed(0)
@@ -152,7 +153,7 @@ def main() -> None:
         rows = benchmark(arch, params, x, y, args.repeats, device)
         report[key] = rows
         print(f"\n{key} {params or ''}")
-        print(f"| regularizer | step ms | × ERM | saved MB | mem × ERM |\n|---|---:|---:|---:|---:|")
+        print("| regularizer | step ms | × ERM | saved MB | mem × ERM |\n|---|---:|---:|---:|---:|")
         for name, r in rows.items():
             print(f"| {name} | {r['median_ms']:.1f} | {r['ratio_to_erm']:.2f} | {r['saved_mb']:.1f} "
                   f"| {r['memory_ratio_to_erm']:.2f} |")

@@ -1,4 +1,4 @@
-"""The `robustlab` command line: list what a spec may name, validate specs (and, later, train).
+"""The `robustlab` command line: list what a spec may name, validate specs, train them locally.
 
 This module must stay importable without torch: `list`, `validate` and `--version` run on
 machines without it (CI, the service's container). Commands that need torch import `models`
@@ -145,6 +145,16 @@ def summary_line(spec: ExperimentSpec) -> str:
     )
 
 
+def _echo_spec_error(spec_file: Path, exc: SpecError, *, err: bool) -> None:
+    """One line for a file-level problem; otherwise a header and one line per problem."""
+    if len(exc.problems) == 1 and not exc.problems[0].path:
+        typer.echo(f"FAIL {spec_file}: {exc.problems[0].message}", err=err)
+        return
+    typer.echo(f"FAIL {spec_file}: {_plural(len(exc.problems), 'problem')}", err=err)
+    for problem in exc.problems:
+        typer.echo(f"  {problem}", err=err)
+
+
 @app.command()
 def validate(
     spec_file: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="A spec file (YAML or JSON).")],
@@ -159,12 +169,8 @@ def validate(
         if as_json:
             problems = [{"path": p.path, "message": p.message} for p in exc.problems]
             typer.echo(json.dumps({"valid": False, "problems": problems, "summary": None}, indent=2))
-        elif len(exc.problems) == 1 and not exc.problems[0].path:
-            typer.echo(f"FAIL {spec_file}: {exc.problems[0].message}")
         else:
-            typer.echo(f"FAIL {spec_file}: {_plural(len(exc.problems), 'problem')}")
-            for problem in exc.problems:
-                typer.echo(f"  {problem}")
+            _echo_spec_error(spec_file, exc, err=False)
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps({"valid": True, "problems": [], "summary": summary(spec)}, indent=2))
@@ -173,9 +179,36 @@ def validate(
 
 
 # --- train -----------------------------------------------------------------------------------------
-# The lead adds `robustlab train SPEC.yaml` here. It needs torch: import `models` (and anything
-# else that pulls torch) inside the command function, never at module level, so that `list`,
+# Needs torch: `models` is imported inside the command, never at module level, so that `list`,
 # `validate` and `--version` keep working without torch (tests/unit/test_dependency_rules.py).
+
+
+@app.command()
+def train(
+    spec_file: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Experiment spec to train.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (checkpoints, state, summary).")],
+    device: Annotated[
+        str, typer.Option("--device", help="auto | cpu | cuda | mps (default: the spec's training.device)")
+    ] = "",
+) -> None:
+    """Train every regularizer × seed of a spec locally; resumes where an earlier call stopped."""
+    console = Console()
+    try:
+        spec = load_spec(spec_file)
+    except SpecError as exc:
+        _echo_spec_error(spec_file, exc, err=True)
+        raise typer.Exit(1) from None
+    if device not in ("", "auto", "cpu", "cuda", "mps"):
+        typer.echo(f"Error: unknown device {device!r}: use auto, cpu, cuda or mps", err=True)
+        raise typer.Exit(2)
+    from robustlab.train_command import run_training  # torch from here on
+
+    try:
+        run_training(spec, out, device or None, console)
+    except (ValueError, RuntimeError, OSError) as exc:  # DatasetError, CheckpointError, device, disk
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        typer.echo(f"Error: {first_line}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -20,7 +21,7 @@ from models.datasets import load_dataset
 from models.datasets.base import DatasetBundle
 from models.regularizers import per_sample_loss
 from models.training.experiment import RunResult, train_experiment
-from models.training.loop import ProgressEvent
+from models.training.loop import ProgressCallback, ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def mean_input_gradient_norm(model: torch.nn.Module, data: DatasetBundle, limit:
     return float(grad.flatten(1).norm(dim=1).mean())
 
 
-def run_training(spec: ExperimentSpec, out: Path, device: str | None, console: Console) -> list[dict]:
+def run_training(spec: ExperimentSpec, out: Path, device: str | None, console: Console) -> list[dict[str, Any]]:
     data = load_dataset(spec.dataset)
     console.print(
         f"[bold]{spec.name}[/]: {len(spec.regularizers)} regularizers × {len(spec.seeds)} seeds on "
@@ -46,19 +47,22 @@ def run_training(spec: ExperimentSpec, out: Path, device: str | None, console: C
     with Progress(*columns, console=console, transient=False) as bars:
         overall = bars.add_task("all runs", total=len(spec.regularizers) * len(spec.seeds), status="")
 
-        def on_run(name: str, seed: int):
+        def on_run(name: str, seed: int) -> ProgressCallback:
             task = bars.add_task(f"{name} seed {seed}", total=1.0, status="")
 
             def report(event: ProgressEvent) -> None:
                 bars.update(task, completed=event.fraction, status=(
                     f"epoch {event.epoch}/{event.epochs} loss {event.loss:.3f} "
                     f"penalty {event.penalty:.3g} {event.samples_per_second:,.0f}/s"))
-                if event.fraction >= 1.0:
+                if event.fraction >= 1.0:  # keep one line per finished run, not one bar each
+                    bars.remove_task(task)
                     bars.advance(overall)
+                    bars.console.print(f"  done {name} seed {seed}: loss {event.loss:.4f}")
 
             return report
 
         runs = train_experiment(spec, out, device=device, data=data, progress=on_run)
+        bars.update(overall, completed=len(runs))  # runs reused from earlier checkpoints count too
     rows = [_row(run, data) for run in runs]
     (out / "training.json").write_text(json.dumps({"spec": spec.model_dump(mode="json"),
                                                    "spec_hash": spec.spec_hash(), "runs": rows}, indent=2))
@@ -67,7 +71,7 @@ def run_training(spec: ExperimentSpec, out: Path, device: str | None, console: C
     return rows
 
 
-def _row(run: RunResult, data: DatasetBundle) -> dict:
+def _row(run: RunResult, data: DatasetBundle) -> dict[str, Any]:
     return {
         "run": run.name,
         "kind": run.kind,
@@ -80,17 +84,17 @@ def _row(run: RunResult, data: DatasetBundle) -> dict:
     }
 
 
-def _table(rows: list[dict], task: Task) -> Table:
+def _table(rows: list[dict[str, Any]], task: Task) -> Table:
     """Mean over seeds per run: clean score, input-gradient norm, step time relative to the first run."""
     metric = "accuracy" if task == Task.CLASSIFICATION else "test MSE"
     table = Table(title="training summary (mean over seeds)")
     for column in ("run", "kind", metric, "mean ‖∇ₓℓ‖ (test)", "step ms", "train s"):
-        table.add_column(column, justify="left" if column in ("run", "kind") else "right")
+        table.add_column(column, justify="left" if column in ("run", "kind") else "right", no_wrap=True)
     names = list(dict.fromkeys(r["run"] for r in rows))
     for name in names:
         mine = [r for r in rows if r["run"] == name]
 
-        def mean(key: str, mine: list[dict] = mine) -> float | None:
+        def mean(key: str, mine: list[dict[str, Any]] = mine) -> float | None:
             values = [r[key] for r in mine if r[key] is not None]
             return sum(values) / len(values) if values else None
 

@@ -34,4 +34,5 @@ class NormalizedModel(nn.Module):
         self.net = net
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(self.normalize(x))
+        out: Tensor = self.net(self.normalize(x))
+        return out

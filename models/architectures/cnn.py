@@ -43,7 +43,8 @@ class CNNSmall(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))  # N×num_outputs
+        out: Tensor = self.classifier(self.features(x))  # N×num_outputs
+        return out
 
 
 @ARCHITECTURES.register(Architecture.CNN_SMALL)

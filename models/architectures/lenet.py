@@ -52,7 +52,8 @@ class LeNet5(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))  # N×num_outputs
+        out: Tensor = self.classifier(self.features(x))  # N×num_outputs
+        return out
 
 
 @ARCHITECTURES.register(Architecture.LENET5)

@@ -34,7 +34,8 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.flatten(1)  # N×D (images: N×(C·H·W))
-        return self.out(self.hidden(x))  # N×num_outputs
+        out: Tensor = self.out(self.hidden(x))  # N×num_outputs
+        return out
 
 
 @ARCHITECTURES.register(Architecture.MLP)

@@ -38,10 +38,11 @@ class PreActBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(out)
+        shortcut: Tensor = x if self.shortcut is None else self.shortcut(out)
         out = self.conv1(out)  # N×planes×H/stride×W/stride
         out = self.conv2(F.relu(self.bn2(out)))
-        return out + shortcut
+        result: Tensor = out + shortcut
+        return result
 
 
 class PreActResNet18(nn.Module):
@@ -64,13 +65,14 @@ class PreActResNet18(nn.Module):
         self.linear = nn.Linear(in_planes, num_outputs)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)  # N×w×H×W
+        out: Tensor = self.conv1(x)  # N×w×H×W
         out = self.layer1(out)  # N×w×H×W
         out = self.layer2(out)  # N×2w×H/2×W/2
         out = self.layer3(out)  # N×4w×H/4×W/4
         out = self.layer4(out)  # N×8w×H/8×W/8
         out = self.pool(F.relu(self.bn(out))).flatten(1)  # N×8w
-        return self.linear(out)  # N×num_outputs
+        logits: Tensor = self.linear(out)  # N×num_outputs
+        return logits
 
 
 @ARCHITECTURES.register(Architecture.RESNET18)

@@ -36,10 +36,11 @@ class WideBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(out)
+        shortcut: Tensor = x if self.shortcut is None else self.shortcut(out)
         out = self.conv1(out)  # N×planes×H/stride×W/stride
         out = self.conv2(self.dropout(F.relu(self.bn2(out))))
-        return out + shortcut
+        result: Tensor = out + shortcut
+        return result
 
 
 class WideResNet(nn.Module):
@@ -77,12 +78,13 @@ class WideResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)  # N×16×H×W
+        out: Tensor = self.conv1(x)  # N×16×H×W
         out = self.block1(out)  # N×16k×H×W
         out = self.block2(out)  # N×32k×H/2×W/2
         out = self.block3(out)  # N×64k×H/4×W/4
         out = self.pool(F.relu(self.bn(out))).flatten(1)  # N×64k
-        return self.fc(out)  # N×num_outputs
+        logits: Tensor = self.fc(out)  # N×num_outputs
+        return logits
 
 
 @ARCHITECTURES.register(Architecture.WIDE_RESNET)

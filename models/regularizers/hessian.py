@@ -12,7 +12,8 @@ from models.regularizers.base import Batch, Objective, Regularizer, input_gradie
 
 def _per_sample_normalize(v: Tensor) -> Tensor:
     flat = v.flatten(1)
-    return (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(v)
+    unit: Tensor = (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(v)
+    return unit
 
 
 def hessian_rayleigh_quotient(

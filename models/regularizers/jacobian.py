@@ -14,7 +14,8 @@ from models.regularizers.base import Batch, Objective, Regularizer, per_sample_l
 def random_unit_vectors(rows: int, dim: int, like: Tensor, generator: torch.Generator) -> Tensor:
     """rows×dim vectors drawn uniformly from the unit sphere."""
     v = torch.randn(rows, dim, generator=generator, device=like.device, dtype=like.dtype)
-    return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    unit: Tensor = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return unit
 
 
 def vector_jacobian_sq_norm(outputs: Tensor, x: Tensor, v: Tensor) -> Tensor:
@@ -26,7 +27,10 @@ def vector_jacobian_sq_norm(outputs: Tensor, x: Tensor, v: Tensor) -> Tensor:
 def jacobian_frobenius_sq(outputs: Tensor, x: Tensor) -> Tensor:
     """Exact ‖∂o_b/∂x‖_F² per sample: one backward pass per output."""
     eye = torch.eye(outputs.shape[1], device=outputs.device, dtype=outputs.dtype)
-    return sum(vector_jacobian_sq_norm(outputs, x, eye[k : k + 1]) for k in range(outputs.shape[1]))
+    total = vector_jacobian_sq_norm(outputs, x, eye[0:1])
+    for k in range(1, outputs.shape[1]):
+        total = total + vector_jacobian_sq_norm(outputs, x, eye[k : k + 1])
+    return total
 
 
 def jacobian_frobenius_sq_projected(
@@ -37,10 +41,9 @@ def jacobian_frobenius_sq_projected(
     E[‖Jᵀv‖²] = ‖J‖_F²/C for a uniform unit v, so each projection is scaled by C.
     """
     batch, classes = outputs.shape
-    total = sum(
-        vector_jacobian_sq_norm(outputs, x, random_unit_vectors(batch, classes, outputs, generator))
-        for _ in range(projections)
-    )
+    total = vector_jacobian_sq_norm(outputs, x, random_unit_vectors(batch, classes, outputs, generator))
+    for _ in range(1, projections):  # projections >= 1 (JacobianReg validates it)
+        total = total + vector_jacobian_sq_norm(outputs, x, random_unit_vectors(batch, classes, outputs, generator))
     return total * (classes / projections)
 
 

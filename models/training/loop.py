@@ -132,7 +132,7 @@ def fit(
             with autocast:
                 objective = regularizer.objective(model, batch, generator)
             optimizer.zero_grad(set_to_none=True)
-            objective.loss.backward(inputs=weights)
+            torch.autograd.backward(objective.loss, inputs=weights)
             if training.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
             optimizer.step()
