@@ -86,9 +86,9 @@ def _row(run: RunResult, data: DatasetBundle) -> dict[str, Any]:
 
 def _table(rows: list[dict[str, Any]], task: Task) -> Table:
     """Mean over seeds per run: clean score, input-gradient norm, step time relative to the first run."""
-    metric = "accuracy" if task == Task.CLASSIFICATION else "test MSE"
-    table = Table(title="training summary (mean over seeds)")
-    for column in ("run", "kind", metric, "mean ‖∇ₓℓ‖ (test)", "step ms", "train s"):
+    metric = "acc" if task == Task.CLASSIFICATION else "MSE"
+    table = Table(title="training summary: test accuracy (MSE), mean input-gradient norm; mean over seeds")
+    for column in ("run", "kind", metric, "‖∇ₓℓ‖", "ms/step", "train s"):
         table.add_column(column, justify="left" if column in ("run", "kind") else "right", no_wrap=True)
     names = list(dict.fromkeys(r["run"] for r in rows))
     for name in names:
