@@ -211,6 +211,57 @@ def train(
         raise typer.Exit(1) from None
 
 
+# --- compare / evaluate ----------------------------------------------------------------------------
+
+
+def _load_or_exit(spec_file: Path) -> ExperimentSpec:
+    try:
+        return load_spec(spec_file)
+    except SpecError as exc:
+        _echo_spec_error(spec_file, exc, err=True)
+        raise typer.Exit(1) from None
+
+
+def _run_or_exit(action: Any) -> Any:
+    """Run a torch-side action; a bad dataset, checkpoint, device or disk is one line, exit 1."""
+    try:
+        return action()
+    except (ValueError, RuntimeError, OSError, KeyError) as exc:
+        text = str(exc).strip().strip("'\"")
+        typer.echo(f"Error: {text.splitlines()[0] if text else type(exc).__name__}", err=True)
+        raise typer.Exit(1) from None
+
+
+DeviceOption = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps (default: the spec's)")]
+
+
+@app.command()
+def compare(
+    spec_file: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Experiment spec.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory for reports and checkpoints.")],
+    device: DeviceOption = "",
+) -> None:
+    """Train and evaluate every regularizer × seed; write report.json/.md/.html, results.csv."""
+    spec = _load_or_exit(spec_file)
+    from robustlab.compare_command import run_compare  # torch from here on
+
+    _run_or_exit(lambda: run_compare(spec, out, device or None, Console()))
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A .safetensors (or .pt) checkpoint.")],
+    spec_file: Annotated[Path, typer.Option("--spec", help="Spec giving the dataset and the attacks.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory for the report.")],
+    device: DeviceOption = "",
+) -> None:
+    """Evaluate an existing checkpoint with the spec's dataset and evaluation sections."""
+    spec = _load_or_exit(spec_file)
+    from robustlab.compare_command import run_evaluate  # torch from here on
+
+    _run_or_exit(lambda: run_evaluate(spec, checkpoint, out, device or None, Console()))
+
+
 def main() -> None:
     """Console-script entry point (`robustlab = "robustlab.cli:main"` in pyproject.toml)."""
     app(prog_name="robustlab")

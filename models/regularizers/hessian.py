@@ -30,6 +30,8 @@ def hessian_rayleigh_quotient(
     v = _per_sample_normalize(
         torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     )
+    if not grad.requires_grad:  # the gradient is constant in x (e.g. piecewise-constant model): H = 0
+        return torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
     for _ in range(iterations):
         (hv,) = torch.autograd.grad(grad, x, grad_outputs=v, retain_graph=True)
         v = _per_sample_normalize(hv.detach())

@@ -1,0 +1,236 @@
+"""Render a `Report` as Markdown (for a PR comment or a terminal) and CSV (for a notebook).
+
+Each renderer is a pure function of the report, so the CLI, the worker and the dashboard produce
+byte-identical files from the same report.json. The HTML page lives in `core.report_html`; the
+number and label formatting it shares with the Markdown lives here.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from collections.abc import Iterable
+from typing import Any
+
+from core.reports import Check, RegularizerSummary, Report, RunReport, Stat, WorstCaseStat
+
+NORM_LABELS = {"linf": "L∞", "l2": "L2"}
+STATUS_ICONS = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
+CSV_COLUMNS = ("regularizer", "kind", "seed", "metric", "attack", "label", "norm", "eps", "value", "trustworthy")
+SENSITIVITY_FIELDS = ("input_gradient_norm", "hessian_norm", "jacobian_frobenius")
+COST_FIELDS = ("train_seconds", "step_seconds", "step_time_ratio_to_baseline", "peak_memory_bytes", "eval_seconds")
+
+
+# --- shared formatting ----------------------------------------------------------------------------
+
+
+def pct(value: float) -> str:
+    """An accuracy in [0, 1] as a percentage with one decimal: readers compare percent points."""
+    return f"{100.0 * value:.1f}"
+
+
+def fmt_stat(stat: Stat) -> str:
+    """Mean ± std in percent (std omitted for a single seed, where it means nothing)."""
+    return pct(stat.mean) if stat.n < 2 else f"{pct(stat.mean)} ± {pct(stat.std)}"
+
+
+def fmt_eps(norm: str, eps: float) -> str:
+    """ε as the reader wrote it: L∞ radii on [0, 1] images are usually k/255."""
+    k = eps * 255.0
+    if norm == "linf" and 0 < eps < 1 and abs(k - round(k)) < 1e-6 and round(k) >= 1:
+        return f"{round(k)}/255"
+    return f"{eps:g}"
+
+
+def column_label(norm: str, eps: float) -> str:
+    return f"{NORM_LABELS.get(norm, norm)} ε={fmt_eps(norm, eps)}"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None:
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_ratio(ratio: float | None) -> str:
+    return "—" if ratio is None else f"{ratio:.2f}×"
+
+
+def metric_label(metric: str) -> str:
+    """'worst_case:linf:0.0313…' → 'worst case L∞ ε=8/255'; other metric names unchanged."""
+    parts = metric.split(":")
+    if len(parts) == 3 and parts[0] == "worst_case":
+        try:
+            return f"worst case {column_label(parts[1], float(parts[2]))}"
+        except ValueError:
+            return metric
+    return metric
+
+
+def worst_columns(summary: Iterable[RegularizerSummary]) -> list[tuple[str, float]]:
+    """Every (norm, ε) with a worst case in any summary: norms in first appearance, ε ascending."""
+    by_norm: dict[str, set[float]] = {}
+    for s in summary:
+        for w in s.worst_case:
+            by_norm.setdefault(w.norm, set()).add(w.eps)
+    return [(norm, eps) for norm, values in by_norm.items() for eps in sorted(values)]
+
+
+def spec_name(report: Report) -> str:
+    return str(report.spec.get("name") or "unnamed experiment")
+
+
+def environment_items(environment: dict[str, Any]) -> list[tuple[str, str]]:
+    """The environment flattened to (key, value) pairs: nested groups (versions) become 'group.key'."""
+    items: list[tuple[str, str]] = []
+    for key, value in environment.items():
+        if isinstance(value, dict):
+            items.extend((f"{key}.{k}", "—" if v is None else str(v)) for k, v in value.items())
+        else:
+            items.append((key, "—" if value is None else str(value)))
+    return items
+
+
+def environment_line(environment: dict[str, Any]) -> str:
+    """One line with what decides reproducibility: Python, library versions, device."""
+    parts = [f"Python {environment['python']}"] if environment.get("python") else []
+    versions = environment.get("versions")
+    if isinstance(versions, dict):
+        parts.extend(f"{k} {v}" for k, v in versions.items() if v is not None)
+    for key in ("device", "cuda", "platform"):
+        if environment.get(key):
+            parts.append(f"{key} {environment[key]}")
+    return " · ".join(parts) if parts else "not recorded"
+
+
+def untrustworthy_runs(report: Report) -> list[tuple[RunReport, list[Check]]]:
+    """Runs whose robust accuracy is not to be believed, with the checks that failed."""
+    return [(r, [c for c in r.checks if c.status == "fail"]) for r in report.runs if not r.trustworthy]
+
+
+def flagged_checks(run: RunReport) -> list[Check]:
+    return [c for c in run.checks if c.status != "pass"]
+
+
+def worst_accuracy(run: RunReport, norm: str, eps: float) -> float | None:
+    return next((w.accuracy for w in run.worst_case if w.norm == norm and w.eps == eps), None)
+
+
+# --- Markdown -------------------------------------------------------------------------------------
+
+
+def _md(text: object) -> str:
+    """A table cell: no raw HTML (Markdown viewers render it), no pipes, no line breaks."""
+    escaped = html.escape(str(text), quote=False)
+    return escaped.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines.extend("| " + " | ".join(_md(c) for c in row) + " |" for row in rows)
+    return [*lines, ""]
+
+
+def _comparison_rows(report: Report, columns: list[tuple[str, float]]) -> list[list[str]]:
+    rows = []
+    for s in report.summary:
+        worst: dict[tuple[str, float], WorstCaseStat] = {(w.norm, w.eps): w for w in s.worst_case}
+        name = s.regularizer + (" (baseline)" if s.regularizer == report.baseline else "")
+        rows.append([
+            name, s.kind, str(s.clean_accuracy.n), fmt_stat(s.clean_accuracy),
+            *[fmt_stat(worst[c]) if c in worst else "—" for c in columns],
+            fmt_ratio(s.step_time_ratio_to_baseline), "✓" if s.trustworthy else "⚠ untrustworthy",
+        ])
+    return rows
+
+
+def render_markdown(report: Report) -> str:
+    """The report as Markdown: comparison, paired tests against the baseline, checks, runs."""
+    columns = worst_columns(report.summary)
+    out = [
+        f"# Robustness report: {_md(spec_name(report))}",
+        "",
+        f"Spec {_md(spec_name(report))} · hash {_md(report.spec_hash)} · {_md(report.kind)} · "
+        f"baseline {_md(report.baseline or '—')} · schema {_md(report.schema_version)}",
+        "",
+        f"Environment: {_md(environment_line(report.environment))}",
+        "",
+    ]
+    bad = untrustworthy_runs(report)
+    if bad:
+        names = ", ".join(f"{r.regularizer} seed {r.seed} ({', '.join(c.name for c in cs) or 'failed check'})"
+                          for r, cs in bad)
+        out += [f"> ⚠ **Untrustworthy robust accuracy**: {_md(names)}. A validity check failed; "
+                "robust numbers of these runs may reflect gradient masking, not robustness.", ""]
+    out += ["## Comparison", "", "Accuracy in %, mean ± std over seeds; worst case over all attacks at each ε.", ""]
+    out += _table(
+        ["Regularizer", "Kind", "Seeds", "Clean", *[f"Worst {column_label(n, e)}" for n, e in columns],
+         "Step time vs baseline", "Trust"],
+        _comparison_rows(report, columns),
+    )
+    paired = [(s.regularizer, c) for s in report.summary for c in s.vs_baseline]
+    if paired:
+        out += [f"## Paired comparison vs baseline {_md(report.baseline or '')}", "",
+                "Difference in percent points (this − baseline), paired by seed; two-sided paired t-test.", ""]
+        out += _table(
+            ["Regularizer", "Metric", "Difference (pp)", "p", "Significant (p < 0.05)"],
+            [[name, metric_label(c.metric), f"{100.0 * c.difference:+.1f}", fmt_p(c.p_value),
+              "yes" if c.significant else "no" if c.p_value is not None else "—"] for name, c in paired],
+        )
+    out += ["## Checks", ""]
+    if report.checks:
+        out += _table(["Check", "Status", "Detail"],
+                      [[c.name, f"{STATUS_ICONS[c.status]} {c.status}", c.detail] for c in report.checks])
+    else:
+        out += ["No checks were run.", ""]
+    out += ["## Runs", ""]
+    out += _table(
+        ["Regularizer", "Seed", "Clean", *[column_label(n, e) for n, e in columns], "Train s", "Trust",
+         "Checks not passing"],
+        [[r.regularizer, str(r.seed), pct(r.clean_accuracy),
+          *["—" if (a := worst_accuracy(r, n, e)) is None else pct(a) for n, e in columns],
+          "—" if r.cost.train_seconds is None else f"{r.cost.train_seconds:.1f}",
+          "✓" if r.trustworthy else "⚠", ", ".join(f"{c.name} ({c.status})" for c in flagged_checks(r)) or "—"]
+         for r in report.runs],
+    )
+    return "\n".join(out)
+
+
+# --- CSV ------------------------------------------------------------------------------------------
+
+
+def _cell(text: str) -> str:
+    """Neutralize spreadsheet formulas (CSV injection): a text cell must not start with = + - @."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _csv_rows(run: RunReport) -> list[list[object]]:
+    rows: list[list[object]] = [["clean_accuracy", "", "", "", "", run.clean_accuracy]]
+    rows += [["robust_accuracy", r.attack, r.label, r.norm, r.eps, r.accuracy] for r in run.robust]
+    rows += [["worst_case_accuracy", "", "", w.norm, w.eps, w.accuracy] for w in run.worst_case]
+    if run.sensitivity is not None:
+        rows += [[f, "", "", "", "", getattr(run.sensitivity, f)] for f in SENSITIVITY_FIELDS]
+    rows += [[f, "", "", "", "", v] for f in COST_FIELDS if (v := getattr(run.cost, f)) is not None]
+    return rows
+
+
+def render_csv(report: Report) -> str:
+    """Long format, one row per run × metric; floats written exactly (repr), accuracies in [0, 1]."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for run in report.runs:
+        for metric, attack, label, norm, eps, value in _csv_rows(run):
+            writer.writerow([
+                _cell(run.regularizer), _cell(run.kind), run.seed, metric, _cell(str(attack)), _cell(str(label)),
+                norm, eps, value, "true" if run.trustworthy else "false",
+            ])
+    return buffer.getvalue()
+
+
+def render_html(report: Report) -> str:
+    """The self-contained HTML page (see `core.report_html`), importable from here with the others."""
+    from core.report_html import render_html as _render_html  # late: report_html imports this module
+
+    return _render_html(report)

@@ -1,0 +1,138 @@
+"""Tensor kernels of the ε-sweep: FGSM perturbations, PGD starts, steps, projections, one PGD run.
+
+Pure functions of tensors that already sit on the model's device; the sweep engine (`sweep`)
+decides which samples and which radii they run on. Every kernel follows torchattacks' FGSM, PGD
+and PGDL2 operation for operation (same step, projection and clipping order), so that with the
+same start the iterates agree and our accuracy can be compared with the reference one to one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# torchattacks divides by ‖g‖₂ + 1e-10 in PGDL2; the same guard keeps a zero gradient a zero step.
+L2_DIVISION_GUARD = 1e-10
+# Slack when checking that an externally produced x_adv is inside the ball (float rounding).
+ADMISSIBLE_SLACK = 1e-5
+
+
+def _per_sample(values: Tensor, like: Tensor) -> Tensor:
+    """Reshape N values to N×1×…×1 so that they broadcast over `like`'s sample dimensions."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def l2_norms(t: Tensor) -> Tensor:
+    """‖t_b‖₂ for every sample b (flattened over all but the first dimension). Shape N."""
+    norms: Tensor = torch.linalg.vector_norm(t.flatten(1), ord=2, dim=1)
+    return norms
+
+
+def finite_gradient(grad: Tensor) -> Tensor:
+    """NaN / ±inf entries set to 0: a non-finite gradient must give no step, never a NaN input.
+
+    A NaN input could make argmax return an arbitrary class and count a sample as broken by an
+    input that is not a valid perturbation; the clean-point statistics report such gradients.
+    """
+    return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def fgsm_perturb(x: Tensor, grad: Tensor, eps: float, norm: str) -> Tensor:
+    """x + ε·sign(g) (L∞) or x + ε·g/‖g‖₂ (L2), clipped to [0, 1] (torchattacks.FGSM's order)."""
+    if norm == "linf":
+        return torch.clamp(x + eps * grad.sign(), min=0, max=1)
+    unit = grad / _per_sample(l2_norms(grad) + L2_DIVISION_GUARD, grad)
+    return torch.clamp(x + eps * unit, min=0, max=1)
+
+
+def start_noise(x: Tensor, eps: float, norm: str, generator: torch.Generator) -> Tensor:
+    """δ for a block of samples, drawn exactly as torchattacks' PGD / PGDL2 draw it.
+
+    L∞: U(−ε, ε) per pixel. L2: a Gaussian direction scaled to radius U(0, ε), i.e. torchattacks'
+    normal_() block, then one uniform_() per sample, combined in its operation order. Given the
+    same generator state the starts are bit-identical to the reference's, so tests can pit the
+    sweep against torchattacks from the very same points.
+    """
+    if norm == "linf":
+        return torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+    delta = torch.empty_like(x).normal_(generator=generator)
+    n = _per_sample(l2_norms(delta), delta)
+    r = torch.zeros_like(n).uniform_(0, 1, generator=generator)
+    return delta * (r / n * eps)
+
+
+def random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator) -> Tensor:
+    """x + δ (see `start_noise`), clipped to [0, 1]: a start inside the ball and the box."""
+    return torch.clamp(x + start_noise(x, eps, norm, generator), min=0, max=1)
+
+
+def pgd_step(x_adv: Tensor, x: Tensor, grad: Tensor, eps: float, step_size: float, norm: str) -> Tensor:
+    """One ascent step, projection onto the ε-ball around x, clip to [0, 1] (torchattacks' order)."""
+    if norm == "linf":
+        stepped = x_adv + step_size * grad.sign()
+        delta = torch.clamp(stepped - x, min=-eps, max=eps)
+        return torch.clamp(x + delta, min=0, max=1)
+    unit = grad / _per_sample(l2_norms(grad) + L2_DIVISION_GUARD, grad)
+    delta = x_adv + step_size * unit - x
+    factor = torch.clamp(eps / l2_norms(delta).clamp_min(1e-30), max=1.0)
+    return torch.clamp(x + delta * _per_sample(factor, delta), min=0, max=1)
+
+
+def admissible(x: Tensor, x_adv: Tensor, eps: float, norm: str) -> Tensor:
+    """Per sample: x_adv is finite, in [0, 1] and within ε of x (with float slack). Shape N bool.
+
+    Checked on inputs that an external attack returns before they may count as broken.
+    """
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().amax(dim=1) if norm == "linf" else torch.linalg.vector_norm(delta, ord=2, dim=1)
+    flat = x_adv.flatten(1)
+    in_box = (flat >= -ADMISSIBLE_SLACK).all(dim=1) & (flat <= 1 + ADMISSIBLE_SLACK).all(dim=1)
+    return torch.isfinite(flat).all(dim=1) & in_box & (size <= eps * (1 + ADMISSIBLE_SLACK) + ADMISSIBLE_SLACK)
+
+
+def pgd_run(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    start: Tensor,
+    *,
+    eps: float,
+    norm: str,
+    steps: int,
+    step_size: float,
+    autocast: Callable[[], AbstractContextManager[object]],
+) -> tuple[Tensor, Tensor]:
+    """PGD from `start` with per-sample early stop: (found N bool, x_found N×… adversarial inputs).
+
+    One forward per step both checks the current iterates and gives the gradient for the next
+    step; a sample leaves the working batch at the first iterate the model misclassifies, and
+    that iterate (not the last one) is kept, so PGD's non-monotone path cannot undo a success.
+    After the last step one gradient-free forward checks the final iterates. The caller
+    re-verifies the found inputs in fp32 (this forward may run under bf16 autocast).
+    """
+    found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    x_found = x.clone()
+    index = torch.arange(x.shape[0], device=x.device)
+    x_adv, x_nat, labels = start.detach(), x, y
+    for step in range(steps + 1):
+        last = step == steps
+        leaf = x_adv if last else x_adv.requires_grad_(True)
+        with torch.set_grad_enabled(not last), autocast():
+            logits = model(leaf)
+        missed = logits.argmax(dim=1) != labels
+        if missed.any():
+            found[index[missed]] = True
+            x_found[index[missed]] = x_adv[missed].detach()
+        keep = ~missed
+        if last or not keep.any():
+            break
+        with torch.enable_grad():
+            loss = F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum")
+            (grad,) = torch.autograd.grad(loss, leaf)
+        x_adv, x_nat, labels, index = x_adv.detach()[keep], x_nat[keep], labels[keep], index[keep]
+        x_adv = pgd_step(x_adv, x_nat, finite_gradient(grad[keep]), eps, step_size, norm)
+    return found, x_found

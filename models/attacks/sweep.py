@@ -1,0 +1,230 @@
+"""The ε-sweep engine: one attack spec at every radius it lists, for far less than one run per ε.
+
+Calling torchattacks once per ε repeats work that a sweep can share (DESIGN §3, §7):
+- clean-misclassified samples are broken at every ε: they are never attacked;
+- FGSM needs ONE input gradient per sample for all radii (x + ε·sign(g), or x + ε·g/‖g‖₂);
+- radii run in ascending order and a sample broken at a smaller ε (by this attack, or by an
+  earlier attack through `already_broken`) is broken at every larger ε, so it is skipped;
+- within one ε, PGD drops each sample from the working batch at its first misclassified
+  iterate (early stop) and restarts run only for the samples still unbroken.
+Soundness is never traded for speed: a sample counts as broken only when an fp32 forward of the
+model misclassifies the recorded input, which lies inside the ball and [0, 1]; for PGD that is
+the first misclassified iterate, not the last one. So our robust accuracy is never higher than
+torchattacks' with the same settings (tests/unit/test_attacks.py checks it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from core.enums import AttackKind
+from core.specs.evaluation import AutoAttackSpec, FGSMAttack, PGDAttack, SquareAttack
+from models.attacks.context import SweepContext, model_device
+from models.attacks.reference import run_autoattack, run_square
+from models.attacks.steps import fgsm_perturb, pgd_run, start_noise
+from models.registry import Registry
+
+log = logging.getLogger(__name__)
+
+AnyAttackSpec = FGSMAttack | PGDAttack | AutoAttackSpec | SquareAttack
+
+
+@dataclass
+class AttackResult:
+    """One attack spec's outcome on N samples at each of its radii (all tensors on the CPU)."""
+
+    kind: AttackKind
+    norm: str  # "linf" | "l2"
+    eps: list[float]  # ascending, = spec.eps
+    label: str  # "fgsm", "pgd-20x1", "autoattack", "square-1000"
+    correct: Tensor  # len(eps)×N bool: still classified correctly under this attack at that ε
+    gradient_stats: dict[str, int] = field(default_factory=dict)  # samples / zero / nonfinite at x
+    seconds: float = 0.0
+
+    def accuracy(self) -> list[float]:
+        """Robust accuracy at each radius."""
+        return [float(row.double().mean()) if row.numel() else 0.0 for row in self.correct]
+
+
+@dataclass(frozen=True)
+class AttackEntry:
+    """How one AttackKind runs: its report label and the runner that fills ctx.broken."""
+
+    label: Callable[[Any], str]
+    run: Callable[[SweepContext, Any], dict[str, int]]
+
+
+ATTACKS: Registry[AttackKind, AttackEntry] = Registry("attack", AttackKind)
+
+
+def restart_seed(seed: int, eps_index: int, restart: int, block: int = 0) -> int:
+    """The generator seed of one (ε, restart, block of samples): a fixed function of the four, < 2⁶³."""
+    return (((seed * 1_000_003 + eps_index) * 10_007 + restart) * 100_003 + block) % (2**63 - 1)
+
+
+def _random_starts(ctx: SweepContext, index: Tensor, xb: Tensor, norm: str, eps_index: int, restart: int) -> Tensor:
+    """Random starts that depend on a sample's position only, not on which samples are still left.
+
+    Noise is drawn for whole fixed blocks of batch_size sample positions (block c holds positions
+    c·B … c·B+B−1), each from a generator seeded with (seed, ε index, restart, c), and the rows of
+    the samples under attack are picked out. So skipping samples (broken at a smaller ε, or by an
+    earlier attack) changes nobody else's start, and with one block (batch_size ≥ N) the starts
+    are torchattacks' after torch.manual_seed(restart_seed(seed, ε index, restart)).
+    """
+    n, size, eps = ctx.x.shape[0], ctx.batch_size, ctx.eps[eps_index]
+    start = torch.empty_like(xb)
+    blocks = index // size
+    for block in torch.unique(blocks).tolist():
+        rows = (blocks == block).nonzero().flatten()
+        low, high = block * size, min(n, (block + 1) * size)
+        generator = torch.Generator(device=ctx.device).manual_seed(restart_seed(ctx.seed, eps_index, restart, block))
+        shape = torch.empty((high - low, *xb.shape[1:]), device=ctx.device, dtype=xb.dtype)  # contiguous draws
+        noise = start_noise(shape, eps, norm, generator)[(index[rows] - low).to(ctx.device)]
+        on_device = rows.to(ctx.device)
+        start[on_device] = torch.clamp(xb[on_device] + noise, min=0, max=1)
+    return start
+
+
+def _run_fgsm(ctx: SweepContext, spec: FGSMAttack) -> dict[str, int]:
+    """Every radius from the clean gradient the clean pass computes anyway: one gradient per sample."""
+
+    def per_batch(ctx: SweepContext, index: Tensor, xb: Tensor, yb: Tensor, grad: Tensor) -> None:
+        for i, eps in enumerate(ctx.eps):
+            if i > 0:
+                ctx.broken[i, index] |= ctx.broken[i - 1, index]
+            todo = ~ctx.broken[i, index]
+            if not todo.any():
+                continue
+            rows = todo.to(xb.device)
+            x_adv = fgsm_perturb(xb[rows], grad[rows], eps, spec.norm)
+            ctx.mark(i, index[todo], ctx.misclassified(x_adv, yb[rows]))
+
+    return ctx.clean_pass(per_batch)
+
+
+def _run_pgd(ctx: SweepContext, spec: PGDAttack) -> dict[str, int]:
+    """PGD per radius, ascending, on the unbroken samples only, with per-sample early stop."""
+    stats = ctx.clean_pass()
+    # Without a random start every restart retraces the same path: one is enough.
+    restarts = spec.restarts if spec.random_start else 1
+    for i, eps in enumerate(ctx.eps):
+        step_size = spec.step_size if spec.step_size is not None else 2.5 * eps / spec.steps
+        for restart in range(restarts):
+            todo = ctx.advance(i)
+            if not todo.numel():
+                break
+            for index in ctx.chunks(todo):
+                xb, yb = ctx.batch(index)
+                start = _random_starts(ctx, index, xb, spec.norm, i, restart) if spec.random_start else xb.clone()
+                found, x_found = pgd_run(ctx.model, xb, yb, start, eps=eps, norm=spec.norm, steps=spec.steps,
+                                         step_size=step_size, autocast=ctx.autocast)
+                confirmed = torch.zeros_like(found)
+                if found.any():
+                    confirmed[found] = ctx.misclassified(x_found[found], yb[found])
+                    if (lost := int(found.sum() - confirmed.sum())) > 0:
+                        log.debug("pgd ε=%g: %d iterates not confirmed by the fp32 forward", eps, lost)
+                ctx.mark(i, index, confirmed)
+    return stats
+
+
+def _run_reference(runner: Callable[[SweepContext, Any], None]) -> Callable[[SweepContext, Any], dict[str, int]]:
+    def run(ctx: SweepContext, spec: Any) -> dict[str, int]:
+        stats = ctx.clean_pass()
+        runner(ctx, spec)
+        return stats
+
+    return run
+
+
+ATTACKS.register(AttackKind.FGSM)(AttackEntry(lambda s: "fgsm", _run_fgsm))
+ATTACKS.register(AttackKind.PGD)(AttackEntry(lambda s: f"pgd-{s.steps}x{s.restarts}", _run_pgd))
+ATTACKS.register(AttackKind.AUTOATTACK)(AttackEntry(
+    lambda s: "autoattack" if s.version == "standard" else f"autoattack-{s.version}", _run_reference(run_autoattack)))
+ATTACKS.register(AttackKind.SQUARE)(AttackEntry(lambda s: f"square-{s.queries}", _run_reference(run_square)))
+
+
+def _check_inputs(x: Tensor, y: Tensor, eps: list[float], already_broken: Tensor | None) -> Tensor:
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]} labels")
+    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise ValueError(f"inputs must lie in [0, 1] (got [{float(x.min()):g}, {float(x.max()):g}]): "
+                         "attack in input space and normalize inside the model")
+    shape = (len(eps), x.shape[0])
+    if already_broken is None:
+        return torch.zeros(shape, dtype=torch.bool)
+    if tuple(already_broken.shape) != shape:
+        raise ValueError(f"already_broken has shape {tuple(already_broken.shape)}; expected {shape} (len(eps)×N)")
+    return already_broken.detach().to("cpu", dtype=torch.bool).clone()
+
+
+def run_attack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    spec: AnyAttackSpec,
+    *,
+    seed: int,
+    batch_size: int,
+    already_broken: Tensor | None = None,
+    amp: bool = False,
+) -> AttackResult:
+    """Attack `model` with `spec` at each of spec.eps; `correct[i, b]`: sample b survives at eps[i].
+
+    x: N×… in [0, 1] (any device; batches go to the model's device); y: N labels.
+    already_broken: len(eps)×N bool, samples an earlier attack broke at that radius: they are not
+    attacked and stay not correct. The model runs in eval mode (its previous mode is restored).
+    amp: bf16 autocast for attack forwards/backwards on CUDA (verdicts stay fp32).
+    """
+    started = time.perf_counter()
+    eps = sorted(float(e) for e in spec.eps)
+    broken = _check_inputs(x, y, eps, already_broken)
+    entry = ATTACKS[spec.kind]
+    was_training = model.training
+    model.eval()
+    ctx = SweepContext(model=model, x=x.detach(), y=y.detach().long(), eps=eps, broken=broken,
+                       batch_size=batch_size, seed=seed, amp=amp, device=model_device(model))
+    try:
+        stats = entry.run(ctx, spec)
+    finally:
+        model.train(was_training)
+    for i in range(1, len(eps)):  # a radius nothing was attacked at still inherits the smaller ones
+        ctx.broken[i] |= ctx.broken[i - 1]
+    result = AttackResult(kind=AttackKind(spec.kind), norm=spec.norm, eps=eps, label=entry.label(spec),
+                          correct=~ctx.broken, gradient_stats=stats, seconds=time.perf_counter() - started)
+    log.info("%s %s on %d samples: accuracy %s in %.2fs", result.label, spec.norm, x.shape[0],
+             ", ".join(f"{e:g}:{a:.3f}" for e, a in zip(eps, result.accuracy(), strict=True)), result.seconds)
+    return result
+
+
+def fgsm_examples(
+    model: nn.Module, x: Tensor, y: Tensor, eps_list: list[float], norm: str = "linf", *, batch_size: int = 256
+) -> Tensor:
+    """The FGSM inputs the sweep attacks with: E×N×… on the CPU, row i at eps_list[i].
+
+    The same clean gradient and `fgsm_perturb` as `run_attack`, for every sample (none skipped),
+    so tests can compare them with torchattacks.FGSM element by element.
+    """
+    eps = [float(e) for e in eps_list]
+    out = torch.empty((len(eps), *x.shape), dtype=torch.float32)
+    was_training = model.training
+    model.eval()
+    ctx = SweepContext(model=model, x=x.detach(), y=y.detach().long(), eps=eps,
+                       broken=torch.zeros(len(eps), x.shape[0], dtype=torch.bool), batch_size=batch_size,
+                       seed=0, device=model_device(model))
+
+    def keep(ctx: SweepContext, index: Tensor, xb: Tensor, yb: Tensor, grad: Tensor) -> None:
+        for i, e in enumerate(eps):
+            out[i, index] = fgsm_perturb(xb, grad, e, norm).cpu()
+
+    try:
+        ctx.clean_pass(keep)
+    finally:
+        model.train(was_training)
+    return out

@@ -1,0 +1,1 @@
+"""Evaluation: the attack sweep's bookkeeping, validity checks, sensitivity, comparison reports."""

@@ -1,0 +1,140 @@
+"""`compare` and `evaluate`: train (or load), evaluate, aggregate, and write the report files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.reports import Check, Cost, Report, RunReport
+from core.specs.experiment import ExperimentSpec
+from models.datasets import load_dataset
+from models.datasets.base import DatasetBundle
+from models.evaluation.evaluate import evaluate_model
+from models.training.experiment import train_experiment
+from models.training.loop import ProgressCallback
+
+log = logging.getLogger(__name__)
+
+RunProgress = Callable[[str, int], ProgressCallback | None]
+StageProgress = Callable[[str], None]
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Library versions and the machine: every report carries them (DESIGN §3)."""
+    versions: dict[str, str | None] = {}
+    for package in ("robustlab", "torch", "torchattacks", "numpy", "pydantic", "safetensors"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": device,
+        "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "versions": versions,
+    }
+
+
+def baseline_name(spec: ExperimentSpec) -> str:
+    """The run the others are compared with: the first `none` run, else the first run."""
+    return next((r.name for r in spec.regularizers if r.kind == "none"), spec.regularizers[0].name)
+
+
+def run_report(name: str, kind: str, seed: int, model: nn.Module, data: DatasetBundle, spec: ExperimentSpec,
+               cost: Cost, checkpoint: str | None, stage: StageProgress | None) -> RunReport:
+    evaluation = evaluate_model(model, data, spec.evaluation,
+                                progress=(lambda s: stage(f"{name} seed {seed}: {s}")) if stage else None)
+    return RunReport(
+        regularizer=name, kind=kind, seed=seed, clean_accuracy=evaluation.clean_accuracy,
+        samples=evaluation.samples, robust=evaluation.robust, worst_case=evaluation.worst_case,
+        sensitivity=evaluation.sensitivity, cost=cost.model_copy(update={"eval_seconds": evaluation.seconds}),
+        checks=evaluation.checks, trustworthy=evaluation.trustworthy, checkpoint=checkpoint,
+    )
+
+
+def overall_checks(runs: list[RunReport]) -> list[Check]:
+    """Per check name, the worst status over runs, naming the runs that warned or failed."""
+    rank = {"pass": 0, "warn": 1, "fail": 2}
+    out: list[Check] = []
+    for name in dict.fromkeys(c.name for r in runs for c in r.checks):
+        results = [(f"{r.regularizer}-seed{r.seed}", c) for r in runs for c in r.checks if c.name == name]
+        worst = max(results, key=lambda rc: rank[rc[1].status])[1].status
+        flagged = [f"{run} ({c.status})" for run, c in results if c.status != "pass"]
+        detail = f"{len(results) - len(flagged)}/{len(results)} runs pass" + (
+            f"; {', '.join(flagged)}" if flagged else "")
+        out.append(Check(name=name, status=worst, detail=detail))
+    return out
+
+
+def compare(spec: ExperimentSpec, out_dir: Path, *, device: str | None = None,
+            run_progress: RunProgress | None = None, stage: StageProgress | None = None) -> Report:
+    """Train every regularizer × seed, evaluate each, aggregate over seeds against the baseline."""
+    from core.statistics import summarize
+
+    data = load_dataset(spec.dataset)
+    runs = train_experiment(spec, out_dir, device=device, data=data, progress=run_progress)
+    baseline = baseline_name(spec)
+    base_step = {r.seed: r.fit.step_seconds for r in runs if r.name == baseline and r.fit is not None}
+    reports = []
+    for run in runs:
+        cost = Cost()
+        if run.fit is not None:
+            ratio = run.fit.step_seconds / base_step[run.seed] if base_step.get(run.seed) else None
+            cost = Cost(train_seconds=run.fit.seconds, step_seconds=run.fit.step_seconds,
+                        step_time_ratio_to_baseline=ratio, peak_memory_bytes=run.fit.peak_memory_bytes)
+        reports.append(run_report(run.name, run.kind, run.seed, run.model, data, spec, cost,
+                                  str(run.checkpoint.relative_to(out_dir)), stage))
+    used = str(next(iter(runs)).model.parameters().__next__().device) if runs else "cpu"
+    return Report(kind="compare", spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(),
+                  environment=environment(used), baseline=baseline, runs=reports,
+                  summary=summarize(reports, baseline), checks=overall_checks(reports))
+
+
+def evaluate_checkpoint(spec: ExperimentSpec, checkpoint: Path, *, device: str | None = None,
+                        stage: StageProgress | None = None) -> Report:
+    """The same evaluation and report for an existing checkpoint (spec's dataset and evaluation)."""
+    from core.statistics import summarize
+    from models.checkpoints import load_model
+    from models.training.device import select_device
+
+    data = load_dataset(spec.dataset)
+    dev = select_device(device or spec.training.device)
+    model = load_model(checkpoint, device=str(dev))
+    name = checkpoint.stem
+    report = run_report(name, "checkpoint", 0, model, data, spec, Cost(), str(checkpoint), stage)
+    return Report(kind="evaluate", spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(),
+                  environment=environment(str(dev)), baseline=None, runs=[report],
+                  summary=summarize([report], None), checks=overall_checks([report]))
+
+
+def write_report(report: Report, out_dir: Path) -> list[Path]:
+    """report.json, report.md, report.html and results.csv in out_dir (atomically each)."""
+    from core.report_render import render_csv, render_html, render_markdown
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "report.json": report.model_dump_json(indent=2),
+        "report.md": render_markdown(report),
+        "report.html": render_html(report),
+        "results.csv": render_csv(report),
+    }
+    written = []
+    for name, text in files.items():
+        path = out_dir / name
+        tmp = path.with_name(name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        written.append(path)
+    return written

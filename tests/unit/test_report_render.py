@@ -1,0 +1,227 @@
+"""Report renderers: JSON round trip, Markdown, CSV and the self-contained HTML page (parsed, not grepped)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from html.parser import HTMLParser
+
+import pytest
+
+from core.report_plots import nice_ticks
+from core.report_render import CSV_COLUMNS, fmt_eps, metric_label, render_csv, render_html, render_markdown
+from core.reports import AttackAccuracy, Check, Cost, Report, RunReport, Sensitivity, WorstCase
+from core.statistics import summarize, worst_case_metric
+
+LINF = [2 / 255, 4 / 255, 8 / 255]
+L2 = [0.25, 0.5]
+EVIL = '<script>alert("x")</script>'
+
+
+def _run(name: str, kind: str, seed: int, strength: float, *, failed: bool = False) -> RunReport:
+    """A plausible run: accuracy decays with ε, less for a stronger regularizer."""
+    clean = 0.97 - 0.02 * strength + 0.004 * seed * (1 + strength)  # seed effects differ: p-values exist
+    robust, worst = [], []
+    for norm, radii, scale in (("linf", LINF, 12.0), ("l2", L2, 1.2)):
+        for eps in radii:
+            pgd = max(0.0, clean - scale * eps * (1.0 - 0.5 * strength))
+            robust += [AttackAccuracy(attack="fgsm", norm=norm, eps=eps, accuracy=min(clean, pgd + 0.04)),  # type: ignore[arg-type]
+                       AttackAccuracy(attack="pgd", label="pgd-20x1", norm=norm, eps=eps, accuracy=pgd)]  # type: ignore[arg-type]
+            worst.append(WorstCase(norm=norm, eps=eps, accuracy=pgd))  # type: ignore[arg-type]
+    checks = [
+        Check(name="pgd_not_weaker_than_fgsm", status="pass", detail="largest PGD − FGSM gap −0.040"),
+        Check(name="large_eps_reaches_chance", status="fail" if failed else "pass",
+              detail=f"accuracy {0.31 if failed else 0.1:.2f} at L∞ ε=0.5 vs chance 0.10", values={"chance": 0.1}),
+        Check(name="attack_converged", status="warn" if seed else "pass", detail="more PGD steps lower it by 0.012"),
+    ]
+    return RunReport(
+        regularizer=name, kind=kind, seed=seed, clean_accuracy=clean, samples=512, robust=robust, worst_case=worst,
+        sensitivity=Sensitivity(input_gradient_norm=2.0 / (1 + strength), hessian_norm=40.0 / (1 + strength),
+                                jacobian_frobenius=9.0 + seed, samples=128),
+        cost=Cost(train_seconds=30.0 * (1 + strength), step_seconds=0.01 * (1 + strength),
+                  step_time_ratio_to_baseline=1.0 + strength + 0.05 * seed, peak_memory_bytes=2**27, eval_seconds=4.0),
+        checks=checks, trustworthy=not failed, checkpoint=f"{name}/seed{seed}.safetensors",
+    )
+
+
+def _overall(runs: list[RunReport]) -> list[Check]:
+    rank = {"pass": 0, "warn": 1, "fail": 2}
+    out = []
+    for name in dict.fromkeys(c.name for r in runs for c in r.checks):
+        found = [c for r in runs for c in r.checks if c.name == name]
+        worst = max(found, key=lambda c: rank[c.status])
+        out.append(Check(name=name, status=worst.status, detail=f"{sum(c.status == 'pass' for c in found)}"
+                         f"/{len(found)} runs pass"))
+    return out
+
+
+def make_report(names: tuple[str, str, str] = ("erm", "dbp", "jacobian")) -> Report:
+    """Three regularizers × two seeds, L∞ and L2 radii, and one run failing a validity check."""
+    kinds = ("none", "double_backprop", "jacobian")
+    runs = [_run(name, kind, seed, strength, failed=(strength == 2 and seed == 1))
+            for seed in (0, 1) for strength, (name, kind) in enumerate(zip(names, kinds, strict=True))]
+    spec = {"name": "digits-quick", "dataset": {"name": "digits"}, "model": {"architecture": "mlp"},
+            "regularizers": [{"name": n, "kind": k} for n, k in zip(names, kinds, strict=True)], "seeds": [0, 1],
+            "evaluation": {"attacks": [{"kind": "pgd", "norm": "linf", "eps": LINF}, {"kind": "pgd", "norm": "l2",
+                                                                                     "eps": L2}]}}
+    return Report(kind="compare", spec=spec, spec_hash="3f2a9c0d" * 8, baseline=names[0],
+                  environment={"python": "3.11.7", "platform": "Linux-x86_64", "device": "cpu", "cuda": None,
+                               "versions": {"robustlab": "0.1.0", "torch": "2.10.0", "torchattacks": "3.5.1"}},
+                  runs=runs, summary=summarize(runs, names[0]), checks=_overall(runs))
+
+
+# --- JSON, Markdown, CSV --------------------------------------------------------------------------
+
+
+def test_report_json_round_trip() -> None:
+    report = make_report()
+    assert Report.model_validate_json(report.model_dump_json()) == report
+
+
+def test_markdown_has_a_comparison_row_per_regularizer_and_the_sections() -> None:
+    md = render_markdown(make_report())
+    sections = {part.split("\n", 1)[0]: part for part in md.split("\n## ")[1:]}
+    assert {"Comparison", "Paired comparison vs baseline erm", "Checks", "Runs"} <= set(sections)
+    rows = [line for line in sections["Comparison"].splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == ["| erm (baseline)", "| dbp", "| jacobian"]
+    assert "⚠ untrustworthy" in rows[2] and "⚠" not in rows[0]
+    assert "L∞ ε=8/255" in md and "L2 ε=0.5" in md and "3f2a9c0d" in md and "torch 2.10.0" in md
+    assert "Untrustworthy robust accuracy" in md and "jacobian seed 1 (large_eps_reaches_chance)" in md
+    paired = [line for line in sections["Paired comparison vs baseline erm"].splitlines() if line.startswith("| ")]
+    assert len(paired) == 1 + 2 * (1 + len(LINF) + len(L2))  # header + rows
+    runs = [line for line in sections["Runs"].splitlines() if line.startswith("| ")][2:]
+    assert len(runs) == 6
+
+
+def test_csv_parses_with_one_row_per_run_and_metric() -> None:
+    report = make_report()
+    rows = list(csv.DictReader(io.StringIO(render_csv(report))))
+    per_run = 1 + 2 * (len(LINF) + len(L2)) + (len(LINF) + len(L2)) + 3 + 5  # clean, robust, worst, sens., cost
+    assert len(rows) == per_run * len(report.runs)
+    assert tuple(rows[0]) == CSV_COLUMNS
+    first = rows[0]
+    assert (first["regularizer"], first["seed"], first["metric"]) == ("erm", "0", "clean_accuracy")
+    assert float(first["value"]) == report.runs[0].clean_accuracy
+    worst = [r for r in rows if r["metric"] == "worst_case_accuracy" and r["regularizer"] == "dbp"]
+    assert {(r["norm"], float(r["eps"])) for r in worst} == {("linf", e) for e in LINF} | {("l2", e) for e in L2}
+    assert {r["trustworthy"] for r in rows if r["regularizer"] == "jacobian" and r["seed"] == "1"} == {"false"}
+    assert {r["metric"] for r in rows} >= {"hessian_norm", "step_time_ratio_to_baseline", "peak_memory_bytes"}
+
+
+def test_csv_neutralizes_spreadsheet_formulas() -> None:
+    report = make_report(("=cmd()", "dbp", "jacobian"))
+    rows = list(csv.DictReader(io.StringIO(render_csv(report))))
+    assert rows[0]["regularizer"] == "'=cmd()"
+
+
+def test_formatting_helpers() -> None:
+    assert fmt_eps("linf", 8 / 255) == "8/255" and fmt_eps("l2", 0.5) == "0.5" and fmt_eps("linf", 0.3) == "0.3"
+    assert metric_label(worst_case_metric("linf", 4 / 255)) == "worst case L∞ ε=4/255"
+    assert metric_label("clean") == "clean"
+    assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(0.0, 8 / 255) == [0.0, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035]
+    assert nice_ticks(0.0, 3.7, 4) == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+# --- HTML -----------------------------------------------------------------------------------------
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class Page(HTMLParser):
+    """Checks that every non-void tag closes in order; collects elements with their ancestors."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, dict[str, str]]] = []
+        self.errors: list[str] = []
+        self.elements: list[tuple[str, dict[str, str], list[tuple[str, dict[str, str]]]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        element = (tag, {k: v or "" for k, v in attrs})
+        self.elements.append((*element, list(self.stack)))
+        if tag not in VOID:
+            self.stack.append(element)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {k: v or "" for k, v in attrs}, list(self.stack)))
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1][0] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1][0] if self.stack else 'nothing'}")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def find(self, tag: str, cls: str | None = None, **attrs: str) -> list[dict[str, str]]:
+        return [a for t, a, _ in self.elements if t == tag and (cls is None or cls in a.get("class", "").split())
+                and all(a.get(k) == v for k, v in attrs.items())]
+
+    def inside(self, tag: str, cls: str, ancestor_id: str) -> list[dict[str, str]]:
+        return [a for t, a, parents in self.elements if t == tag and cls in a.get("class", "").split()
+                and any(p.get("id") == ancestor_id for _, p in parents)]
+
+
+def _parse(page: str) -> Page:
+    parser = Page()
+    parser.feed(page)
+    parser.close()
+    assert parser.errors == [] and [t for t, _ in parser.stack] == [], (parser.errors, parser.stack)
+    return parser
+
+
+def test_html_structure() -> None:
+    report = make_report()
+    page = _parse(render_html(report))
+    assert page.find("table", id="comparison")
+    rows = page.inside("tr", "regularizer-row", "comparison")
+    assert [r["data-regularizer"] for r in rows] == ["erm", "dbp", "jacobian"]
+    assert "untrustworthy" in rows[2]["class"] and "untrustworthy" not in rows[0]["class"]
+    assert [s["data-norm"] for s in page.find("svg", "robustness-curve")] == ["linf", "l2"]
+    assert len(page.find("svg", "sensitivity-chart")) == 3 and len(page.find("svg", "cost-chart")) == 1
+    assert len(page.inside("g", "series", "robustness-section")) == 2 * 3  # one line per regularizer and norm
+    assert len(page.find("polygon", "band")) == 6
+    assert page.find("span", "badge") and page.find("span", "fail") and page.find("span", "warn")
+    assert page.find("span", "pass")
+    assert page.find("div", id="trust-banner") and page.find("details", id="spec")
+    assert page.find("table", id="vs-baseline") and page.find("table", id="runs")
+    text = "".join(page.text)
+    assert "3f2a9c0d" * 8 in text and "torchattacks" in text and '"digits-quick"' in text
+
+
+def test_html_is_self_contained() -> None:
+    page = render_html(make_report()).lower()
+    for forbidden in ("<script", "<link", "http://", "https://", "@import", "url("):
+        assert forbidden not in page, forbidden
+    assert page.startswith("<!doctype html>") and '<meta name="viewport"' in page
+
+
+def test_report_strings_are_escaped() -> None:
+    report = make_report(("erm", EVIL, "jacobian"))
+    page = render_html(report)
+    assert "<script" not in page.lower() and "&lt;script&gt;alert(&quot;x&quot;)" in page
+    parsed = _parse(page)
+    assert [r["data-regularizer"] for r in parsed.inside("tr", "regularizer-row", "comparison")][1] == EVIL
+    md = render_markdown(report)
+    assert "<script" not in md and "&lt;script&gt;" in md
+
+
+def test_html_without_baseline_or_measurements() -> None:
+    run = _run("model", "checkpoint", 0, 0.0).model_copy(update={"sensitivity": None, "cost": Cost()})
+    report = Report(kind="evaluate", spec={"name": "eval"}, spec_hash="ab", environment={}, runs=[run],
+                    summary=summarize([run], None), checks=[])
+    page = _parse(render_html(report))
+    assert len(page.inside("tr", "regularizer-row", "comparison")) == 1
+    assert not page.find("table", id="vs-baseline") and not page.find("div", id="trust-banner")
+    assert page.find("svg", "cost-chart") and len(page.find("svg", "sensitivity-chart")) == 3
+    assert "n/a" in "".join(page.text)
+    assert "Environment: not recorded" in render_markdown(report)
+
+
+@pytest.mark.parametrize("renderer", [render_markdown, render_csv, render_html])
+def test_renderers_are_deterministic(renderer: object) -> None:
+    assert callable(renderer)
+    assert renderer(make_report()) == renderer(make_report())
