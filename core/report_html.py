@@ -51,7 +51,7 @@ code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85em;ove
 table{border-collapse:collapse;width:100%;font-size:.9rem;font-variant-numeric:tabular-nums}
 th,td{padding:6px 10px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left;position:sticky;left:0;background:#fff}
-thead th{background:#eef1f4;font-weight:600}
+thead th,thead th:first-child{background:#eef1f4;font-weight:600}
 td.text{text-align:left;white-space:normal;min-width:16em}
 tr.untrustworthy td{background:#fff8c5}
 .flag{color:#9a6700;font-weight:600}
@@ -75,7 +75,8 @@ details{margin:8px 0}details summary{cursor:pointer;font-weight:600}
 def _stat_cell(stat: Stat | None) -> str:
     if stat is None:
         return "<td>—</td>"
-    ci = f"95 % CI {pct(stat.ci95[0])}–{pct(stat.ci95[1])} %, " if stat.ci95 else ""
+    # An accuracy's t-interval can poke out of [0, 1] with few seeds; show the possible part.
+    ci = f"95 % CI {pct(max(0.0, stat.ci95[0]))}–{pct(min(1.0, stat.ci95[1]))} %, " if stat.ci95 else ""
     return f'<td title="{ci}n={stat.n}">{escape(fmt_stat(stat))}</td>'
 
 

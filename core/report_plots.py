@@ -49,7 +49,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     magnitude = 10.0 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1.0, 2.0, 5.0, 10.0) if m * magnitude >= raw)
     start = math.floor(lo / step + 1e-9) * step
-    ticks = []
+    ticks: list[float] = []
     k = 0
     while not ticks or ticks[-1] < hi - step * 1e-9:
         ticks.append(round(start + k * step, 12))
@@ -88,7 +88,7 @@ def line_chart(series: list[Series], *, title: str, x_label: str, y_label: str, 
                data: dict[str, str] | None = None, y_range: tuple[float, float] = (0.0, 1.0),
                y_format: Callable[[float], str] = lambda v: f"{100 * v:g}") -> str:
     """Lines of mean vs x with a shaded mean ± std band, x and y axes with ticks, and a legend."""
-    left, right, top, plot_h = 56.0, 16.0, 34.0, 240.0
+    left, right, top, plot_h = 56.0, 24.0, 34.0, 240.0
     plot_w = WIDTH - left - right
     xs = [x for s in series for x, _, _ in s.points]
     x_lo, x_hi = min(xs, default=0.0), max(xs, default=1.0)

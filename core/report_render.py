@@ -8,8 +8,8 @@ number and label formatting it shares with the Markdown lives here.
 from __future__ import annotations
 
 import csv
-import html
 import io
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +19,7 @@ NORM_LABELS = {"linf": "L∞", "l2": "L2"}
 STATUS_ICONS = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
 CSV_COLUMNS = ("regularizer", "kind", "seed", "metric", "attack", "label", "norm", "eps", "value", "trustworthy")
 SENSITIVITY_FIELDS = ("input_gradient_norm", "hessian_norm", "jacobian_frobenius")
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 COST_FIELDS = ("train_seconds", "step_seconds", "step_time_ratio_to_baseline", "peak_memory_bytes", "eval_seconds")
 
 
@@ -121,8 +122,11 @@ def worst_accuracy(run: RunReport, norm: str, eps: float) -> float | None:
 
 
 def _md(text: object) -> str:
-    """A table cell: no raw HTML (Markdown viewers render it), no pipes, no line breaks."""
-    escaped = html.escape(str(text), quote=False)
+    """A table cell: no raw HTML (Markdown viewers render tags), no pipes, no line breaks.
+
+    Only a `<` that could open a tag or comment is escaped, so "p < 0.05" stays readable as plain text.
+    """
+    escaped = _TAG_START.sub("&lt;", str(text))
     return escaped.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 

@@ -49,7 +49,9 @@ def pgd_not_weaker_than_fgsm(pairs: list[tuple[str, float, float, float]]) -> Ch
     excess = worst[3] - worst[2]
     return Check(
         name="pgd_not_weaker_than_fgsm",
-        status=_status(excess, 0.005, 0.02),
+        # The worst case still counts FGSM's successes, so a weak PGD only costs trust when the gap
+        # is large; a small gap is a configuration warning (other checks look for masking).
+        status=_status(excess, 0.005, 0.10),
         detail=f"largest PGD − FGSM accuracy gap {excess:+.3f} at {worst[0]} ε={worst[1]:g} "
         f"(FGSM {worst[2]:.3f}, PGD {worst[3]:.3f})"
         + ("; PGD is weaker than one FGSM step: raise its steps or step_size (steps × step_size "

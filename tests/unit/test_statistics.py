@@ -79,7 +79,8 @@ def test_paired_t_test_by_hand() -> None:
 
 
 def test_paired_t_test_undefined_cases() -> None:
-    assert paired_t_test([0.5], [0.4]) == (pytest.approx(0.1), None)
+    diff, p = paired_t_test([0.5], [0.4])
+    assert diff == pytest.approx(0.1) and p is None
     diff, p = paired_t_test([0.9, 0.8, 0.7], [0.8, 0.7, 0.6])  # equal up to rounding
     assert diff == pytest.approx(0.1) and p is None
     with pytest.raises(ValueError):
@@ -136,8 +137,8 @@ def test_summarize_pairs_with_the_baseline() -> None:
     assert list(by_metric) == ["clean", worst_case_metric("linf", 0.1), worst_case_metric("l2", 0.5)]
     clean = by_metric["clean"]  # differences −0.02, −0.04, −0.01
     assert clean.difference == pytest.approx(-7 / 300)
-    _, expected_p = paired_t_test([0.93, 0.92, 0.93], [0.95, 0.96, 0.94])
-    assert clean.p_value == pytest.approx(expected_p) and 0.05 < clean.p_value < 0.2 and not clean.significant
+    # sd of the differences √(7/30000), t = −√7, df 2 → p = 1 − √7/√9.
+    assert clean.p_value == pytest.approx(1 - math.sqrt(7) / 3, abs=1e-9) and not clean.significant
     linf = by_metric["worst_case:linf:0.1"]  # differences 0.25, 0.28, 0.28: robust gain, significant
     assert linf.difference == pytest.approx(0.27) and linf.p_value is not None and linf.p_value < 0.01
     assert linf.significant
