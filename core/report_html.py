@@ -190,7 +190,7 @@ def _cost(report: Report) -> str:
         std = describe(present).std if present else None
         bars.append(Bar(s.regularizer, s.step_time_ratio_to_baseline, std, color(i)))
     svg = hbar_chart(bars, title="Training step time relative to the baseline", x_label="× baseline step time",
-                     css_class="cost-chart", reference=1.0, value_format=lambda v: f"{v:.2f}")
+                     css_class="cost-chart", reference=1.0, decimals=2)
     return (f'<section id="cost-section"><h2>Cost</h2><div class="charts"><figure>{svg}<figcaption>Dashed line: '
             f"the baseline (1×).</figcaption></figure></div></section>")
 

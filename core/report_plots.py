@@ -138,10 +138,12 @@ def line_chart(series: list[Series], *, title: str, x_label: str, y_label: str, 
 
 
 def hbar_chart(bars: list[Bar], *, title: str, x_label: str, css_class: str, data: dict[str, str] | None = None,
-               reference: float | None = None, value_format: Callable[[float], str] = lambda v: f"{v:.3g}") -> str:
+               reference: float | None = None, decimals: int | None = None) -> str:
     """Horizontal bars (one per name, so long names stay readable) with ± std whiskers.
 
-    `reference` draws a dashed vertical line, e.g. at 1 for a ratio to the baseline.
+    `reference` draws a dashed vertical line, e.g. at 1 for a ratio to the baseline. Values are
+    written with `decimals` places, by default three significant digits of the largest mean, the
+    same for every bar and its std so that they compare at a glance.
     """
     left, right, top, row = 150.0, 96.0, 34.0, 26.0
     plot_w = WIDTH - left - right
@@ -151,6 +153,9 @@ def hbar_chart(bars: list[Bar], *, title: str, x_label: str, css_class: str, dat
     ticks = nice_ticks(0.0, max([*values, 0.0]) or 1.0, 4)
     x_hi = ticks[-1] if ticks[-1] > 0 else 1.0
     plot_h = max(row * len(bars), row)
+    if decimals is None:
+        largest = max((abs(b.mean) for b in bars if b.mean), default=1.0)
+        decimals = min(6, max(0, 2 - math.floor(math.log10(largest))))
     height = top + plot_h + 44
 
     def sx(x: float) -> float:
@@ -172,7 +177,7 @@ def hbar_chart(bars: list[Bar], *, title: str, x_label: str, css_class: str, dat
         if b.mean is None:
             out.append(f'<text x="{left + 4}" y="{y + 17:.1f}" fill="#777">n/a</text></g>')
             continue
-        label = value_format(b.mean) + (f" ± {value_format(b.std)}" if b.std else "")
+        label = f"{b.mean:.{decimals}f}" + (f" ± {b.std:.{decimals}f}" if b.std else "")
         out.append(f'<rect x="{left}" y="{y + 5:.1f}" width="{sx(b.mean) - left:.1f}" height="{row - 10}" '
                    f'fill="{b.color}"/>')
         if b.std:
