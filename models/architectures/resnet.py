@@ -26,11 +26,12 @@ class PreActBlock(nn.Module):
     pre-activated input, as in He et al.'s pre-activation design.
     """
 
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
+        self.dropout = nn.Dropout(dropout)  # between the convolutions (wide ResNets); identity at 0
         self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
         self.shortcut: nn.Module | None = None
         if stride != 1 or in_planes != planes:
@@ -40,7 +41,7 @@ class PreActBlock(nn.Module):
         out = F.relu(self.bn1(x))
         shortcut: Tensor = x if self.shortcut is None else self.shortcut(out)
         out = self.conv1(out)  # N×planes×H/stride×W/stride
-        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv2(self.dropout(F.relu(self.bn2(out))))
         result: Tensor = out + shortcut
         return result
 

@@ -18,29 +18,7 @@ from torch import Tensor, nn
 from core.enums import Architecture
 from core.specs.model import WideResNetParams
 from models.architectures.common import ARCHITECTURES, image_shape
-
-
-class WideBlock(nn.Module):
-    """A pre-activation wide basic block; a 1×1 projection shortcut when width or stride change."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int, dropout: float) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(x))
-        shortcut: Tensor = x if self.shortcut is None else self.shortcut(out)
-        out = self.conv1(out)  # N×planes×H/stride×W/stride
-        out = self.conv2(self.dropout(F.relu(self.bn2(out))))
-        result: Tensor = out + shortcut
-        return result
+from models.architectures.resnet import PreActBlock
 
 
 class WideResNet(nn.Module):
@@ -56,7 +34,7 @@ class WideResNet(nn.Module):
         groups: list[nn.Module] = []
         for planes, stride in ((16 * k, 1), (32 * k, 2), (64 * k, 2)):
             blocks = [
-                WideBlock(in_planes if i == 0 else planes, planes, stride if i == 0 else 1, params.dropout)
+                PreActBlock(in_planes if i == 0 else planes, planes, stride if i == 0 else 1, params.dropout)
                 for i in range(blocks_per_group)
             ]
             groups.append(nn.Sequential(*blocks))
