@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from core.reports import Check, Status
 from core.specs.evaluation import AttackSpec, PGDAttack, SquareAttack
@@ -110,9 +110,8 @@ def black_box_not_stronger(white_box: float, black_box: float, eps: float, norm:
     )
 
 
-def audit_checks(attacks: list[AttackSpec], accuracy: Accuracy, chance: float, model: nn.Module) -> list[Check]:
+def audit_checks(attacks: list[AttackSpec], accuracy: Accuracy, chance: float) -> list[Check]:
     """Every attack-based check, computed through `accuracy` on the audit subset."""
-    del model  # the accuracy callable closes over it; kept for a uniform signature
     checks: list[Check] = []
     own: dict[tuple[str, str, float], float] = {}
     curves: dict[str, list[tuple[float, float]]] = {}

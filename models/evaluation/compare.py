@@ -14,8 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.report_render import render_csv, render_html, render_markdown
 from core.reports import Check, Cost, Report, RunReport
 from core.specs.experiment import ExperimentSpec
+from core.statistics import summarize
 from models.datasets import load_dataset
 from models.datasets.base import DatasetBundle
 from models.evaluation.evaluate import evaluate_model
@@ -81,8 +83,6 @@ def overall_checks(runs: list[RunReport]) -> list[Check]:
 def compare(spec: ExperimentSpec, out_dir: Path, *, device: str | None = None,
             run_progress: RunProgress | None = None, stage: StageProgress | None = None) -> Report:
     """Train every regularizer × seed, evaluate each, aggregate over seeds against the baseline."""
-    from core.statistics import summarize
-
     data = load_dataset(spec.dataset)
     runs = train_experiment(spec, out_dir, device=device, data=data, progress=run_progress)
     baseline = baseline_name(spec)
@@ -96,7 +96,7 @@ def compare(spec: ExperimentSpec, out_dir: Path, *, device: str | None = None,
                         step_time_ratio_to_baseline=ratio, peak_memory_bytes=run.fit.peak_memory_bytes)
         reports.append(run_report(run.name, run.kind, run.seed, run.model, data, spec, cost,
                                   str(run.checkpoint.relative_to(out_dir)), stage))
-    used = str(next(iter(runs)).model.parameters().__next__().device) if runs else "cpu"
+    used = str(next(runs[0].model.parameters()).device) if runs else "cpu"
     return Report(kind="compare", spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(),
                   environment=environment(used), baseline=baseline, runs=reports,
                   summary=summarize(reports, baseline), checks=overall_checks(reports))
@@ -105,7 +105,6 @@ def compare(spec: ExperimentSpec, out_dir: Path, *, device: str | None = None,
 def evaluate_checkpoint(spec: ExperimentSpec, checkpoint: Path, *, device: str | None = None,
                         stage: StageProgress | None = None) -> Report:
     """The same evaluation and report for an existing checkpoint (spec's dataset and evaluation)."""
-    from core.statistics import summarize
     from models.checkpoints import load_model
     from models.training.device import select_device
 
@@ -121,8 +120,6 @@ def evaluate_checkpoint(spec: ExperimentSpec, checkpoint: Path, *, device: str |
 
 def write_report(report: Report, out_dir: Path) -> list[Path]:
     """report.json, report.md, report.html and results.csv in out_dir (atomically each)."""
-    from core.report_render import render_csv, render_html, render_markdown
-
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "report.json": report.model_dump_json(indent=2),

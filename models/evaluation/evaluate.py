@@ -118,7 +118,7 @@ def evaluate_model(
         return float(run_attack(model, xa, ya, spec, seed=seed, batch_size=bs).correct[0].double().mean())
 
     checks = [gradient_health(_clean_gradients(model, x, y, bs))]
-    checks += audit_checks(list(evaluation.attacks), own_accuracy, 1.0 / data.num_outputs, model)
+    checks += audit_checks(list(evaluation.attacks), own_accuracy, 1.0 / data.num_outputs)
     if progress:
         progress("sensitivity")
     sensitivity = measure_sensitivity(model, xa, ya, data.task, seed=seed)
