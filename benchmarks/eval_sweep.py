@@ -3,6 +3,11 @@
     python benchmarks/eval_sweep.py                       # lenet5, 2,000 MNIST images, 2 threads
     python benchmarks/eval_sweep.py --samples 500 --json out.json
 
+Rows "sweep-fp32" and "sweep-bf16" time the whole sweep as `compare` runs it (FGSM, then PGD on
+the samples FGSM left) against torchattacks FGSM + PGD once per ε; their accuracy is the worst
+case of both, compared with torchattacks PGD. bf16 (autocast for PGD iterations, verdicts fp32)
+needs CUDA or a CPU with native bf16; elsewhere the bf16 row equals fp32.
+
 A LeNet-5 is trained briefly (ERM, Adam) on one half of the MNIST test set and attacked on 2,000
 images of the other half, with FGSM and PGD-20 (L∞, step 2.5·ε/20, random start) at 5 radii.
 The reference is the naive loop an evaluation would otherwise run: for every ε, torchattacks on
@@ -111,10 +116,10 @@ def main() -> int:
           f"fastest of {args.repeats} runs")
 
     rows: dict[str, dict[str, object]] = {}
+    pgd_spec = PGDAttack(kind="pgd", eps=eps, steps=steps)
     specs = {
         "fgsm": (FGSMAttack(kind="fgsm", eps=eps), lambda e: torchattacks.FGSM(model, eps=e)),
-        f"pgd-{steps}": (PGDAttack(kind="pgd", eps=eps, steps=steps),
-                         lambda e: torchattacks.PGD(model, eps=e, alpha=2.5 * e / steps, steps=steps)),
+        f"pgd-{steps}": (pgd_spec, lambda e: torchattacks.PGD(model, eps=e, alpha=2.5 * e / steps, steps=steps)),
     }
     for name, (spec, make) in specs.items():
         ours_times: list[float] = []
@@ -132,6 +137,25 @@ def main() -> int:
             "ours_seconds": ours_seconds, "torchattacks_seconds": theirs_seconds,
             "speedup": sum(theirs_seconds) / ours_seconds,
             "never_higher": all(o <= t for o, t in zip(result.accuracy(), theirs_accuracy, strict=True)),
+            "gradient_stats": result.gradient_stats,
+        }
+
+    # The sweep as `compare` runs it: FGSM first, then PGD on what FGSM left, fp32 and bf16 (amp).
+    theirs_total = sum(sum(row["torchattacks_seconds"]) for row in rows.values())  # type: ignore[call-overload]
+    theirs_pgd = rows[f"pgd-{steps}"]["torchattacks_accuracy"]
+    for amp in (False, True):
+        times, result = [], None
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            fgsm = run_attack(model, x, y, specs["fgsm"][0], seed=seed, batch_size=bs)
+            result = run_attack(model, x, y, pgd_spec, seed=seed, batch_size=bs, already_broken=~fgsm.correct, amp=amp)
+            times.append(time.perf_counter() - started)
+        assert result is not None
+        rows[f"sweep-{'bf16' if amp else 'fp32'}"] = {
+            "eps": eps, "ours_accuracy": result.accuracy(), "torchattacks_accuracy": theirs_pgd,
+            "ours_seconds": min(times), "torchattacks_seconds": [theirs_total / len(eps)] * len(eps),
+            "speedup": theirs_total / min(times),
+            "never_higher": all(o <= t for o, t in zip(result.accuracy(), theirs_pgd, strict=True)),  # type: ignore[call-overload]
             "gradient_stats": result.gradient_stats,
         }
 

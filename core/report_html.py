@@ -223,10 +223,13 @@ def _runs(report: Report) -> str:
         worst = "".join(f"<td>{'—' if (a := worst_accuracy(r, n, e)) is None else pct(a)}</td>" for n, e in columns)
         memory = None if r.cost.peak_memory_bytes is None else r.cost.peak_memory_bytes / 2**20
         trust = "✓" if r.trustworthy else '<span class="flag">⚠</span>'
+        # On the CPU the figure is the process's peak resident memory, not an allocator peak: say so.
+        rss = ' <abbr title="process peak resident set size (CPU)">RSS</abbr>' if (
+            r.cost.memory_measure == "cpu_peak_rss") else ""
         rows.append(
             f'<tr class="run-row{"" if r.trustworthy else " untrustworthy"}"><td>{escape(r.regularizer)}</td>'
             f"<td>{r.seed}</td><td>{pct(r.clean_accuracy)}</td>{worst}<td>{num(r.cost.train_seconds)}</td>"
-            f"<td>{num(r.cost.step_seconds, 4)}</td><td>{num(memory)}</td><td>{num(r.cost.eval_seconds)}</td>"
+            f"<td>{num(r.cost.step_seconds, 4)}</td><td>{num(memory)}{rss}</td><td>{num(r.cost.eval_seconds)}</td>"
             f"<td>{r.samples}</td><td>{trust}</td><td>{escape(r.checkpoint or '—')}</td></tr>")
     table = _table("runs", ["Regularizer", "Seed", "Clean %", *[f"{column_label(n, e)} %" for n, e in columns],
                             "Train s", "Step s", "Peak MiB", "Eval s", "Samples", "Trust", "Checkpoint"], rows)

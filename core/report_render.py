@@ -20,7 +20,8 @@ STATUS_ICONS = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
 CSV_COLUMNS = ("regularizer", "kind", "seed", "metric", "attack", "label", "norm", "eps", "value", "trustworthy")
 SENSITIVITY_FIELDS = ("input_gradient_norm", "hessian_norm", "jacobian_frobenius")
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
-COST_FIELDS = ("train_seconds", "step_seconds", "step_time_ratio_to_baseline", "peak_memory_bytes", "eval_seconds")
+COST_FIELDS = ("train_seconds", "step_seconds", "step_time_ratio_to_baseline", "peak_memory_bytes", "memory_measure",
+               "eval_seconds")
 
 
 # --- shared formatting ----------------------------------------------------------------------------

@@ -53,6 +53,7 @@ class Cost(_Model):
     step_seconds: float | None = None
     step_time_ratio_to_baseline: float | None = None
     peak_memory_bytes: int | None = None
+    memory_measure: str | None = None  # "cuda_max_allocated" (GPU) or "cpu_peak_rss" (process RSS, sampled per step)
     eval_seconds: float | None = None
 
 

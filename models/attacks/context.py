@@ -33,6 +33,13 @@ def model_device(model: nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def bf16_autocast_available(device: torch.device) -> bool:
+    """CUDA, or a CPU with native bf16 matrix units (AVX512-BF16 / AMX): where bf16 is faster, not emulated."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 @dataclass
 class SweepContext:
     """One attack run: N samples, E radii, the model in eval mode on its device."""
@@ -50,12 +57,16 @@ class SweepContext:
 
     @property
     def use_amp(self) -> bool:
-        return self.amp and self.device.type == "cuda"
+        return self.amp and bf16_autocast_available(self.device)
 
     def autocast(self) -> AbstractContextManager[object]:
-        """bf16 autocast for attack forwards/backwards on CUDA when amp is on; else a no-op."""
+        """bf16 autocast for PGD's iterations when amp is on and the device has bf16; else a no-op.
+
+        Only the search runs in bf16: the clean pass (FGSM's gradient, the masking statistics) and
+        every verdict stay fp32.
+        """
         if self.use_amp:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def batch(self, index: Tensor) -> tuple[Tensor, Tensor]:
@@ -99,12 +110,12 @@ class SweepContext:
         for index in self.chunks(torch.arange(n)):
             xb, yb = self.batch(index)
             leaf = xb.clone().requires_grad_(True)
-            with torch.enable_grad(), self.autocast():
+            with torch.enable_grad():
                 logits = self.model(leaf)
                 loss = F.cross_entropy(logits.float(), yb, reduction="sum")
             (grad,) = torch.autograd.grad(loss, leaf)
             self.num_classes = int(logits.shape[1])
-            wrong = self.misclassified(xb, yb) if self.use_amp else logits.detach().argmax(dim=1) != yb
+            wrong = logits.detach().argmax(dim=1) != yb
             self.broken[:, index[wrong.cpu()]] = True
             flat = grad.detach().flatten(1)
             zero += int((flat == 0).all(dim=1).sum())

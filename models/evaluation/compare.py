@@ -93,7 +93,8 @@ def compare(spec: ExperimentSpec, out_dir: Path, *, device: str | None = None,
         if run.fit is not None:
             ratio = run.fit.step_seconds / base_step[run.seed] if base_step.get(run.seed) else None
             cost = Cost(train_seconds=run.fit.seconds, step_seconds=run.fit.step_seconds,
-                        step_time_ratio_to_baseline=ratio, peak_memory_bytes=run.fit.peak_memory_bytes)
+                        step_time_ratio_to_baseline=ratio, peak_memory_bytes=run.fit.peak_memory_bytes,
+                        memory_measure=run.fit.memory_measure)
         reports.append(run_report(run.name, run.kind, run.seed, run.model, data, spec, cost,
                                   str(run.checkpoint.relative_to(out_dir)), stage))
     used = str(next(runs[0].model.parameters()).device) if runs else "cpu"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,7 +59,8 @@ class FitResult:
     resumed_from_epoch: int = 0  # finished epochs loaded from a checkpoint (0: fresh start)
     seconds: float = 0.0  # wall time of the epochs run in this call
     step_seconds: float = 0.0  # mean wall time of one optimizer step in this call
-    peak_memory_bytes: int | None = None  # CUDA only: torch.cuda.max_memory_allocated
+    peak_memory_bytes: int | None = None  # CUDA: max_memory_allocated; CPU: peak RSS sampled each step
+    memory_measure: str | None = None  # "cuda_max_allocated" | "cpu_peak_rss"
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -67,6 +69,19 @@ ProgressCallback = Callable[[ProgressEvent], None]
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The sample order of one epoch: a function of (seed, epoch) alone, so resume replays it."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def resident_bytes() -> int:
+    """The process's resident set size now (Linux /proc; 0 where that is missing).
+
+    On the CPU there is no allocator peak counter like CUDA's, so the loop samples RSS after every
+    step: the process's peak while this run trained (it includes the data and earlier runs' leftovers).
+    """
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def fit(
@@ -115,6 +130,7 @@ def fit(
 
     last_epoch = training.epochs if stop_after_epoch is None else min(stop_after_epoch, training.epochs)
     steps_run, started = 0, time.perf_counter()
+    peak_rss = resident_bytes()
     for epoch in range(start_epoch + 1, last_epoch + 1):
         order = _epoch_order(n, seed, epoch)
         sums = torch.zeros(3, dtype=torch.float64)  # loss, task loss, penalty (summed over steps)
@@ -138,6 +154,8 @@ def fit(
             optimizer.step()
             step += 1
             steps_run += 1
+            if device.type != "cuda":
+                peak_rss = max(peak_rss, resident_bytes())
             values = torch.stack([objective.loss.detach(), objective.task_loss, objective.penalty])
             sums += values.double().cpu()
             if progress is not None:
@@ -164,6 +182,9 @@ def fit(
     result.step_seconds = result.seconds / max(steps_run, 1)
     if device.type == "cuda":
         result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
+        result.memory_measure = "cuda_max_allocated"
+    elif peak_rss:
+        result.peak_memory_bytes, result.memory_measure = peak_rss, "cpu_peak_rss"
     model.eval()
     return result
 
