@@ -19,7 +19,12 @@ FONT = 'font-family="system-ui, sans-serif" font-size="13"'
 
 
 def color(index: int) -> str:
-    return PALETTE[index % len(PALETTE)]
+    """Tableau-10 for the first ten series; beyond that, hues spaced by the golden angle, darker
+    than the palette so that an 11th regularizer never reuses the 1st one's colour."""
+    if index < len(PALETTE):
+        return PALETTE[index]
+    hue = (index * 137.508) % 360
+    return f"hsl({hue:.0f}, 60%, 35%)"
 
 
 @dataclass(frozen=True)

@@ -225,3 +225,10 @@ def test_html_without_baseline_or_measurements() -> None:
 def test_renderers_are_deterministic(renderer: object) -> None:
     assert callable(renderer)
     assert renderer(make_report()) == renderer(make_report())
+
+
+def test_chart_colours_stay_distinct_beyond_the_palette() -> None:
+    from core.report_plots import color
+
+    colours = [color(i) for i in range(64)]  # ExperimentSpec allows up to 64 regularizers
+    assert len(set(colours)) == len(colours)
