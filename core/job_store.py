@@ -229,8 +229,8 @@ class JobStore:
         t = now()
         fields: dict[str, Any] = {"finished_at": _iso(t), "updated_at": _iso(t), "execution": "",
                                   "artifacts": json.dumps(sorted(artifacts))}
-        if error is not None:
-            fields["error"] = error.model_dump_json()
+        # no error: clear the one a lost earlier execution left (a retried job that succeeded shows none)
+        fields["error"] = error.model_dump_json() if error is not None else ""
         if progress is not None:
             fields["progress"] = progress.model_dump_json()
         done, _ = self._apply(job_id, execution=execution, allowed=JobStatus.RUNNING.value, status=status,

@@ -262,6 +262,23 @@ def evaluate(
     _run_or_exit(lambda: run_evaluate(spec, checkpoint, out, device or None, Console()))
 
 
+# --- the service: `up` runs it on this machine; `submit`, `status`, `report` talk to it over HTTP -----
+# Torch-free modules (the workers import torch in their job processes only).
+
+from robustlab import client_commands, up_command  # noqa: E402
+
+app.command("up")(up_command.up)
+app.command("api")(up_command.api)
+app.command("submit")(client_commands.submit)
+app.command("status")(client_commands.status)
+app.command("report")(client_commands.report)
+
+
+from robustlab import worker_command  # noqa: E402  (torch-free; registered here, defined there)
+
+app.command("worker")(worker_command.worker)
+
+
 def main() -> None:
     """Console-script entry point (`robustlab = "robustlab.cli:main"` in pyproject.toml)."""
     app(prog_name="robustlab")

@@ -26,9 +26,14 @@ def job_queue(connection: redis.Redis, settings: Settings) -> Queue:
     return Queue(settings.queue, connection=connection, serializer=JSONSerializer)
 
 
+def rq_job_id(job_id: str, attempt: int) -> str:
+    """The RQ job id of one execution; RQ 3 allows only letters, digits, '_' and '-' (no '.')."""
+    return f"{job_id}_{attempt}"
+
+
 def enqueue(connection: redis.Redis, settings: Settings, job_id: str, *, attempt: int = 0) -> None:
     """Queue one execution of job_id; the RQ job id is unique per attempt so a re-delivery is explicit."""
     job_queue(connection, settings).enqueue_call(
-        TASK, args=(job_id,), job_id=f"{job_id}.{attempt}", timeout=settings.job_timeout_seconds,
+        TASK, args=(job_id,), job_id=rq_job_id(job_id, attempt), timeout=settings.job_timeout_seconds,
         result_ttl=3600, failure_ttl=7 * 24 * 3600, description=f"robustlab job {job_id}",
     )

@@ -1,0 +1,44 @@
+"""`robustlab worker`: run one RQ worker of the service (one per GPU, see docs/operations.md).
+
+Torch-free: the worker parent never imports torch; each job runs in a forked work horse that does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Annotated
+
+import typer
+
+from core.settings import get_settings
+
+
+def worker(
+    queue: Annotated[str, typer.Option("--queue", help="RQ queue (worker pool) to take jobs from "
+                                       "(default: ROBUSTLAB_QUEUE, else 'robustlab').")] = "",
+    burst: Annotated[bool, typer.Option("--burst", help="Run the queued jobs, then exit.")] = False,
+    name: Annotated[str, typer.Option("--name", help="Worker name (default: HOST.PID).")] = "",
+) -> None:
+    """Take jobs from Redis and run them, one process per job; Ctrl-C or SIGTERM stops it."""
+    import redis
+
+    if queue:  # through the environment, so the work horses' get_settings() sees it too
+        os.environ["ROBUSTLAB_QUEUE"] = queue
+        get_settings.cache_clear()
+    settings = get_settings()
+    if not settings.redis_url:
+        typer.echo("Error: no Redis to take jobs from: set REDIS_URL (or ROBUSTLAB_REDIS_URL), e.g. "
+                   "redis://localhost:6379/0, or use `robustlab up`, which starts one", err=True)
+        raise typer.Exit(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from worker.process import run_worker
+
+    try:
+        run_worker(settings, burst=burst, name=name or None)
+    except redis.ConnectionError as exc:
+        safe_url = re.sub(r"//[^@/]*@", "//***@", settings.redis_url)  # never print a password
+        typer.echo(f"Error: cannot reach Redis at {safe_url}: {str(exc).rstrip('.')}. Is the server running, "
+                   "and is REDIS_URL right?", err=True)
+        raise typer.Exit(1) from None

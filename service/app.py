@@ -1,0 +1,91 @@
+"""The HTTP API: `create_app(settings)` builds it; `uvicorn --factory service.app:create_app` serves it.
+
+Never imports torch (DESIGN §4): jobs go to the workers through Redis, and uploaded checkpoints are
+checked by the safe loader in a child process (service.checkpoint_check).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from core.artifacts import ArtifactStore
+from core.job_store import JobStore
+from core.jobs import JobRequest
+from core.settings import Settings, get_settings
+from service.auth import KeyRing
+from service.deps import Services
+from service.errors import install_handlers
+from service.metrics import make_registry
+from service.routers import catalog, checkpoints, jobs, ops, reports
+from worker.queue import rq_connection
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Train models with input-gradient regularizers, attack them, compare — as a service.
+
+Authenticate with `Authorization: Bearer <key>` (keys: `ROBUSTLAB_API_KEYS`). Submit a job with
+`POST /v1/jobs`, poll `GET /v1/jobs/{id}` (send the ETag back in `If-None-Match` for cheap 304s),
+then fetch `/report`, `/report.html` or any artifact. Every error has the body
+`{"error": {"type", "message", "problems": [{"path", "message"}]}}`.
+"""
+
+
+class MissingRedis(RuntimeError):
+    """The API needs a Redis URL; `robustlab up` provides one (embedded) when none is set."""
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the JobRequest schema that POST /v1/jobs reads itself (see job_input)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
+                             tags=app.openapi_tags)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        request_schema = JobRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in request_schema.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components["JobRequest"] = request_schema
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if not settings.redis_url:
+        raise MissingRedis("no Redis URL: set REDIS_URL (or ROBUSTLAB_REDIS_URL), or run `robustlab up`, "
+                           "which starts an embedded Redis")
+    keyring = KeyRing.from_settings(settings)  # refuses to start without keys
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    services = Services(settings=settings, store=JobStore(client, settings.key_prefix),
+                        rq=rq_connection(settings.redis_url), artifacts=ArtifactStore(settings.artifact_root))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logger.info("robustlab API ready: queue %r, artifacts at %s", settings.queue, settings.artifact_root)
+        yield
+        client.close()
+        services.rq.close()
+
+    app = FastAPI(title="robustlab", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  openapi_tags=[
+                      {"name": "jobs", "description": "Submit, list, poll and cancel jobs"},
+                      {"name": "reports", "description": "Reports and artifacts of a job"},
+                      {"name": "checkpoints", "description": "Upload checkpoints for evaluate jobs"},
+                      {"name": "catalog", "description": "What a spec may name"},
+                      {"name": "operations", "description": "Health, readiness, metrics (no API key)"},
+                  ])
+    app.state.services = services
+    app.state.keyring = keyring
+    app.state.metrics = make_registry(services)
+    install_handlers(app)
+    for module in (jobs, reports, checkpoints, catalog, ops):
+        app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

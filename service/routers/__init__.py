@@ -1,0 +1,1 @@
+"""One router per resource: jobs, job reports and artifacts, checkpoints, catalog, operations."""

@@ -1,0 +1,149 @@
+"""Jobs: submit, list, read (with ETag for cheap polling), cancel."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from core.job_store import IdempotencyConflict, QuotaExceeded
+from core.jobs import JobKind, JobRecord, JobRequest, JobStatus
+from service.auth import Tenant
+from service.deps import ServicesDep, StoreDep
+from service.errors import ApiError, error_responses, not_found
+from service.job_input import MAX_JOB_BODY, parse_job_request, read_capped
+from service.schemas import EXAMPLE_ID, EXAMPLE_SPEC, Job, JobAccepted, JobPage
+from worker.queue import enqueue
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
+QUOTA_RETRY_AFTER = "30"
+
+_BODY = {
+    "required": True,
+    "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/JobRequest"},
+        "examples": {
+            "compare": {"summary": "Compare two regularizers on digits (finishes in seconds)",
+                        "value": {"kind": "compare", "spec": EXAMPLE_SPEC}},
+            "evaluate": {"summary": "Evaluate an uploaded checkpoint",
+                         "value": {"kind": "evaluate", "spec": EXAMPLE_SPEC,
+                                   "checkpoint": "0b8e1b0c-3f0e-4c55-9a55-6f2d1d2b7e42"}},
+        },
+    }},
+}
+
+
+async def _job_request(request: Request) -> JobRequest:
+    return parse_job_request(await read_capped(request, MAX_JOB_BODY))
+
+
+def etag(record: JobRecord) -> str:
+    return f'W/"{record.id}-{record.rev}"'
+
+
+def _matches(if_none_match: str | None, tag: str) -> bool:
+    if not if_none_match:
+        return False
+    bare = tag.removeprefix("W/")
+    return any(t.strip() in ("*", tag) or t.strip().removeprefix("W/") == bare for t in if_none_match.split(","))
+
+
+def _owned(store: StoreDep, job_id: str, tenant: str) -> JobRecord:
+    record = store.get(job_id, tenant)
+    if record is None:
+        raise not_found("job", job_id)
+    return record
+
+
+@router.post("", status_code=202, response_model=JobAccepted, openapi_extra={"requestBody": _BODY},
+             summary="Submit a job",
+             responses={200: {"description": "Idempotent replay: the job created earlier with this "
+                              "Idempotency-Key", "model": JobAccepted},
+                        **error_responses(400, 401, 409, 413, 422, 429, 503)})
+def submit(
+    tenant: Tenant, services: ServicesDep, response: Response,
+    job: Annotated[JobRequest, Depends(_job_request)],
+    idempotency_key: Annotated[str | None, Header(description="Retrying with the same key and body returns "
+                                                   "the same job; another body with it is a 409")] = None,
+) -> JobAccepted:
+    """Queue a `compare` (train and evaluate every regularizer of the spec) or an `evaluate` (an
+    uploaded checkpoint, named by `checkpoint`) job. Returns at once; poll `links.self`."""
+    settings, store = services.settings, services.store
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+        raise ApiError(400, "bad_header", "Idempotency-Key must be 1-200 letters, digits, '.', '_', ':', '-'",
+                       problems=[("header.idempotency-key", "invalid characters or length")])
+    if job.kind is JobKind.EVALUATE and job.checkpoint is not None:
+        checkpoint = store.get_checkpoint(job.checkpoint, tenant)
+        if checkpoint is None:
+            raise ApiError(422, "unknown_checkpoint", f"no checkpoint with id {job.checkpoint!r} for this API key: "
+                           "upload it with POST /v1/checkpoints first",
+                           problems=[("checkpoint", "unknown checkpoint id")])
+        if checkpoint.architecture != job.spec.model.architecture:
+            raise ApiError(422, "invalid_request", "the checkpoint and the spec name different architectures",
+                           problems=[("spec.model.architecture", f"is {job.spec.model.architecture!r} but the "
+                                      f"checkpoint holds a {checkpoint.architecture!r} model")])
+    try:
+        record, created = store.create(tenant, job, max_active=settings.max_queued_jobs_per_tenant,
+                                       idempotency_key=idempotency_key,
+                                       idempotency_ttl=settings.idempotency_ttl_seconds)
+    except IdempotencyConflict:
+        raise ApiError(409, "idempotency_conflict", f"Idempotency-Key {idempotency_key!r} was already used with "
+                       "a different request body: use a new key for a new job") from None
+    except QuotaExceeded:
+        raise ApiError(429, "quota_exceeded", f"tenant {tenant!r} already has "
+                       f"{settings.max_queued_jobs_per_tenant} queued or running jobs: wait for some to finish "
+                       "or cancel some", headers={"Retry-After": QUOTA_RETRY_AFTER}) from None
+    if created:
+        enqueue(services.rq, settings, record.id, attempt=0)
+        logger.info("job %s (%s) queued for tenant %s", record.id, record.kind.value, tenant)
+    else:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/jobs/{record.id}"
+    return JobAccepted(id=record.id, status=record.status, links=Job.of(record).links)
+
+
+@router.get("", response_model=JobPage, summary="List your jobs, newest first",
+            responses=error_responses(401, 422))
+def list_jobs(
+    tenant: Tenant, store: StoreDep,
+    status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$", description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> JobPage:
+    records, next_cursor = store.list_jobs(tenant, status=status, cursor=cursor, limit=limit)
+    return JobPage(items=[Job.of(r) for r in records], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=Job, summary="A job's status, progress and error",
+            responses={**error_responses(304, 401, 404)})
+def get_job(
+    job_id: str, tenant: Tenant, store: StoreDep, response: Response,
+    if_none_match: Annotated[str | None, Header(description=f'an ETag from an earlier answer, e.g. '
+                                                f'W/"{EXAMPLE_ID}-3": 304 while unchanged')] = None,
+) -> Job | Response:
+    """`status` is queued | running | succeeded | failed | cancelled. The ETag changes with every
+    change of the job: poll with If-None-Match to get a bodiless 304 while nothing changed."""
+    record = _owned(store, job_id, tenant)
+    tag = etag(record)
+    if _matches(if_none_match, tag):
+        return Response(status_code=304, headers={"ETag": tag})
+    response.headers["ETag"] = tag
+    return Job.of(record)
+
+
+@router.post("/{job_id}/cancel", response_model=Job, summary="Cancel a queued or running job",
+             responses=error_responses(401, 404, 409))
+def cancel(job_id: str, tenant: Tenant, store: StoreDep) -> Job:
+    """A queued job becomes `cancelled` at once; a running one gets `cancel_requested: true` and its
+    worker stops it within seconds (poll for `cancelled`). A finished job is a 409."""
+    record = _owned(store, job_id, tenant)
+    if record.status.finished:
+        raise ApiError(409, "conflict", f"job {job_id} is already {record.status.value}: it cannot be cancelled")
+    after = store.request_cancel(job_id) or record
+    logger.info("cancel of job %s requested by %s: now %s", job_id, tenant, after.status.value)
+    return Job.of(after)

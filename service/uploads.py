@@ -1,0 +1,167 @@
+"""Streaming multipart parsing with a size cap (DESIGN §6: FastAPI has no built-in cap).
+
+The body is fed chunk by chunk from `request.stream()` into python-multipart's push parser; the
+`file` part goes straight to a temporary file while its SHA-256 is computed, and the upload is
+refused with 413 the moment it passes the cap, so neither memory nor disk ever holds more than
+`max_bytes` of it. Starlette's own form parsing is not used: it spools the whole body first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from fastapi import Request
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from service.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+FIELD_LIMIT = 64 * 1024  # text fields (architecture, params) are tiny
+OVERHEAD = 256 * 1024  # part headers, boundaries and text fields on top of the file itself
+
+
+@dataclass
+class Upload:
+    path: Path  # the temporary file holding the `file` part; the caller deletes it
+    filename: str
+    sha256: str
+    size: int
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "too_large", f"the upload exceeds the limit of {limit} bytes (ROBUSTLAB_MAX_UPLOAD_BYTES)")
+
+
+class _Receiver:
+    """python-multipart callbacks: where each part's bytes go."""
+
+    def __init__(self, tmp_dir: Path, max_bytes: int) -> None:
+        self.tmp_dir, self.max_bytes = tmp_dir, max_bytes
+        self.header_name, self.header_value = bytearray(), bytearray()
+        self.headers: dict[str, bytes] = {}
+        self.part_name: str | None = None
+        self.text = bytearray()
+        self.handle: IO[bytes] | None = None
+        self.path: Path | None = None
+        self.filename = ""
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.fields: dict[str, str] = {}
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_part_begin": self.part_begin, "on_header_field": self.header_field,
+                "on_header_value": self.header_value_, "on_header_end": self.header_end,
+                "on_headers_finished": self.headers_finished, "on_part_data": self.part_data,
+                "on_part_end": self.part_end}
+
+    def part_begin(self) -> None:
+        self.headers, self.part_name, self.text = {}, None, bytearray()
+
+    def header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def header_value_(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def header_end(self) -> None:
+        self.headers[bytes(self.header_name).decode("latin-1").lower()] = bytes(self.header_value)
+        self.header_name, self.header_value = bytearray(), bytearray()
+
+    def headers_finished(self) -> None:
+        disposition, options = parse_options_header(self.headers.get("content-disposition", b""))
+        name = options.get(b"name")
+        if disposition != b"form-data" or name is None:
+            raise ApiError(400, "malformed_multipart",
+                           "a multipart part lacks 'Content-Disposition: form-data; name=...'")
+        self.part_name = name.decode("utf-8", "replace")
+        if self.part_name == "file":
+            if self.handle is not None:
+                raise ApiError(400, "malformed_multipart", "send exactly one 'file' part")
+            self.filename = options.get(b"filename", b"").decode("utf-8", "replace")
+            # The loader tells formats apart by suffix, so the temporary file keeps the upload's.
+            suffix = Path(safe_filename(self.filename)).suffix
+            self.handle = tempfile.NamedTemporaryFile(dir=self.tmp_dir, prefix="upload-", suffix=suffix,  # noqa: SIM115
+                                                      delete=False)
+            self.path = Path(self.handle.name)
+
+    def part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self.part_name == "file" and self.handle is not None:
+            self.size += len(chunk)
+            if self.size > self.max_bytes:
+                raise _too_large(self.max_bytes)
+            self.digest.update(chunk)
+            self.handle.write(chunk)
+        else:
+            self.text += chunk
+            if len(self.text) > FIELD_LIMIT:
+                raise ApiError(413, "too_large", f"form field {self.part_name!r} exceeds {FIELD_LIMIT} bytes")
+
+    def part_end(self) -> None:
+        if self.part_name != "file" and self.part_name is not None:
+            self.fields[self.part_name] = self.text.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+    def discard(self) -> None:
+        self.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int) -> Upload:
+    """Parse a multipart/form-data body with one `file` part; 400/413/422 for a bad one."""
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise ApiError(415 if content_type != b"multipart/form-data" else 400, "unsupported_media_type",
+                       "send the checkpoint as multipart/form-data with fields 'file', 'architecture' "
+                       "and optionally 'params' (e.g. curl -F file=@model.safetensors -F architecture=mlp)")
+    limit = max_bytes + OVERHEAD
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(max_bytes)  # refused before a byte is read
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    receiver = _Receiver(tmp_dir, max_bytes)
+    parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(max_bytes)
+            parser.write(chunk)  # writes to a local temp file: short, bounded blocking
+        parser.finalize()
+    except MultipartParseError as exc:
+        receiver.discard()
+        raise ApiError(400, "malformed_multipart", f"the multipart body is malformed: {exc}") from None
+    except BaseException:
+        receiver.discard()
+        raise
+    receiver.close()
+    if receiver.path is None:
+        raise ApiError(422, "invalid_request", "the upload has no 'file' part",
+                       problems=[("file", "required field is missing: add the checkpoint file")])
+    return Upload(path=receiver.path, filename=receiver.filename, sha256=receiver.digest.hexdigest(),
+                  size=receiver.size, fields=receiver.fields)
+
+
+def safe_filename(filename: str, default_stem: str = "checkpoint") -> str:
+    """The base name of an uploaded file reduced to characters the artifact store accepts."""
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = re.sub(r"[^A-Za-z0-9._+-]", "_", base).lstrip("._-+")[:150]
+    stem, dot, suffix = cleaned.rpartition(".")
+    if not dot:
+        return default_stem
+    return f"{stem or default_stem}.{suffix.lower()}"

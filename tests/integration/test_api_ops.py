@@ -1,0 +1,108 @@
+"""Catalog, OpenAPI, health, readiness (with a real RQ worker process) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from core.enums import Architecture, RegularizerKind
+from core.jobs import JobStatus
+from service.schemas import EXAMPLE_SPEC
+from tests.integration.api_server import REPO, ApiServer, running_api
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    with running_api(redis_url, tmp_path_factory.mktemp("api-ops")) as server:
+        yield server
+
+
+def test_catalog_lists_every_regularizer_and_architecture(api: ApiServer) -> None:
+    assert api.client(None).get("/v1/catalog").status_code == 401
+    catalog = api.client("alice").get("/v1/catalog").json()
+    assert {e["name"] for e in catalog["regularizers"]} == {k.value for k in RegularizerKind}
+    assert {e["name"] for e in catalog["architectures"]} == {a.value for a in Architecture}
+    assert {"fgsm", "pgd"} <= {e["name"] for e in catalog["attacks"]}
+    assert "digits" in {e["name"] for e in catalog["datasets"]}
+    double_backprop = next(e for e in catalog["regularizers"] if e["name"] == "double_backprop")
+    weight = next(p for p in double_backprop["parameters"] if p["name"] == "weight")
+    assert weight["type"] == "float" and "minimum" in weight
+
+
+def test_openapi_documents_every_route_with_examples(api: ApiServer) -> None:
+    doc = httpx.get(f"{api.url}/openapi.json").json()
+    submit = doc["paths"]["/v1/jobs"]["post"]
+    example = submit["requestBody"]["content"]["application/json"]["examples"]["compare"]["value"]
+    assert example["spec"] == EXAMPLE_SPEC
+    assert {"202", "401", "409", "422", "429"} <= set(submit["responses"])
+    assert "JobRequest" in doc["components"]["schemas"] and "ExperimentSpec" in doc["components"]["schemas"]
+    assert doc["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]["304"]
+    assert "multipart/form-data" in doc["paths"]["/v1/checkpoints"]["post"]["requestBody"]["content"]
+    for path, methods in doc["paths"].items():
+        for method, operation in methods.items():
+            assert operation.get("summary"), (method, path)
+            if path.startswith("/v1/"):
+                assert "401" in operation["responses"], (method, path)
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_metrics_parse_and_count_jobs(api: ApiServer) -> None:
+    client = api.client("bob")
+    for _ in range(2):
+        assert client.post("/v1/jobs", json={"kind": "compare", "spec": EXAMPLE_SPEC}).status_code == 202
+    store = api.store()
+    finished = client.post("/v1/jobs", json={"kind": "compare", "spec": EXAMPLE_SPEC}).json()["id"]
+    token = store.start(finished)
+    assert token is not None and store.finish(finished, token, JobStatus.SUCCEEDED)
+    response = httpx.get(f"{api.url}/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(response.text) for s in family.samples}
+    assert samples[("robustlab_jobs", (("status", "queued"),))] == 2
+    assert samples[("robustlab_jobs", (("status", "succeeded"),))] == 1
+    assert samples[("robustlab_queue_depth", ())] == 3  # no worker took any
+    assert samples[("robustlab_workers", ())] == 0
+    assert samples[("robustlab_job_duration_seconds_count", ())] == 1
+
+
+def _ready(api: ApiServer) -> httpx.Response:
+    return httpx.get(f"{api.url}/readyz", timeout=10)
+
+
+def test_health_and_readiness_follow_the_workers(api: ApiServer, tmp_path: Path) -> None:
+    assert httpx.get(f"{api.url}/healthz").json() == {"status": "ok", "checks": {}}
+    not_ready = _ready(api)
+    assert not_ready.status_code == 503
+    assert not_ready.json()["checks"]["redis"] == "ok" and "no worker" in not_ready.json()["checks"]["workers"]
+
+    # A real RQ worker on the API's queue (a queue of its own: it never sees other tests' jobs).
+    rq = Path(sys.executable).parent / "rq"
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [str(rq), "worker", "-u", str(api.settings.redis_url), "-S", "json", "--name", f"{api.settings.queue}-w",
+             api.settings.queue], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while (ready := _ready(api)).status_code != 200:
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.1)
+        assert ready.json()["status"] == "ok"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=10)
+    assert _ready(api).status_code == 503  # the worker said goodbye

@@ -1,0 +1,192 @@
+"""`robustlab up` end to end, as a user runs it: a real process tree, HTTP, Redis, a worker, SIGINT.
+
+Redis: the embedded server when REDIS_URL is unset, else that server (with a key prefix and queue
+of this test's own). The job is a tiny digits compare with 2 regularizers (a few seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from robustlab.cli import app
+from robustlab.processes import descendants
+from service.client import RobustlabClient
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+SPEC = {
+    "name": "up-e2e",
+    "dataset": {"name": "digits", "train_size": 200, "test_size": 100, "seed": 0},
+    "model": {"architecture": "mlp", "params": {"hidden": [16]}},
+    "training": {"epochs": 2, "batch_size": 32},
+    "regularizers": [{"name": "erm", "kind": "none"},
+                     {"name": "doubleback", "kind": "double_backprop", "weight": 1.0}],
+    "seeds": [0],
+    "evaluation": {"attacks": [{"kind": "fgsm", "norm": "linf", "eps": [0.05, 0.1]},
+                               {"kind": "pgd", "norm": "linf", "eps": [0.1], "steps": 3}]},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper is dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _env(key_prefix: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ROBUSTLAB_API_KEYS", "ROBUSTLAB_API_KEYS_FILE", "ROBUSTLAB_URL", "ROBUSTLAB_API_KEY")}
+    # Used only when REDIS_URL points at a shared server: this test's keys and queue are its own.
+    env.update(ROBUSTLAB_KEY_PREFIX=key_prefix, ROBUSTLAB_QUEUE=key_prefix.rstrip(":"), ROBUSTLAB_DEVICE="cpu",
+               OMP_NUM_THREADS="1")
+    return env
+
+
+class Up:
+    def __init__(self, process: subprocess.Popen[bytes], url: str, data_dir: Path, log: Path) -> None:
+        self.process, self.url, self.data_dir, self.log = process, url, data_dir, log
+        self.seen: dict[int, str] = {}  # every descendant ever observed: pid → command line
+
+    def record_children(self) -> None:
+        for pid in descendants([self.process.pid]):
+            self.seen.setdefault(pid, _cmdline(pid))
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture
+def up(tmp_path: Path, key_prefix: str) -> Iterator[Up]:
+    port = _free_port()
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "robustlab.cli", "up", "--port", str(port), "--workers", "1",
+             "--data-dir", str(tmp_path / "data"), "--grace", "5"],
+            cwd=REPO, env=_env(key_prefix), stdout=out, stderr=subprocess.STDOUT)
+    running = Up(process, f"http://127.0.0.1:{port}", tmp_path / "data", log)
+    try:
+        yield running
+    finally:
+        running.record_children()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        for pid in running.seen:  # whatever the test left behind, even when it failed
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _wait_ready(up: Up, timeout: float = 90.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert up.process.poll() is None, f"`robustlab up` exited with {up.process.returncode}:\n{up.output()}"
+        if "robustlab is up" in up.output():
+            key = (up.data_dir / "api-keys").read_text().strip().split(":", 1)[1]
+            assert httpx.get(f"{up.url}/readyz", timeout=5).status_code == 200
+            return key
+        time.sleep(0.2)
+    pytest.fail(f"`robustlab up` not ready within {timeout:g}s:\n{up.output()}")
+
+
+def test_up_runs_a_job_end_to_end_and_leaves_no_process_behind(up: Up, tmp_path: Path) -> None:
+    key = _wait_ready(up)
+    assert key in up.output() and "robustlab submit examples/digits-quick.yaml --wait" in up.output()
+    assert (up.data_dir / "api-keys").stat().st_mode & 0o777 == 0o600
+    up.record_children()
+
+    with RobustlabClient(up.url, key) as client:
+        accepted = client.submit(SPEC, kind="compare")
+        job = client.wait(accepted["id"], timeout=90, interval=0.1, on_progress=lambda _: up.record_children())
+        assert job["status"] == "succeeded", (job, up.output())
+        report = client.report(job["id"])
+        assert sorted(s["regularizer"] for s in report["summary"]) == ["doubleback", "erm"]
+        html = client.download(job["id"], "report.html", tmp_path / "report.html").read_text()
+        assert "<html" in html.lower()
+
+    # The CLI commands, against the same server.
+    runner = CliRunner()
+    options = ["--server", up.url, "--api-key", key]
+    result = runner.invoke(app, ["status", job["id"], *options])
+    assert result.exit_code == 0 and "succeeded" in result.output, result.output
+    result = runner.invoke(app, ["report", job["id"], "--out", str(tmp_path / "fetched"), *options])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "fetched").iterdir()) == [
+        "report.html", "report.json", "report.md", "results.csv"]
+
+    up.record_children()
+    commands = " | ".join(up.seen.values())
+    assert "uvicorn" in commands and " worker" in commands, commands
+    embedded = not (os.environ.get("REDIS_URL") or os.environ.get("ROBUSTLAB_REDIS_URL"))
+    assert ("redis-server" in commands) == embedded, commands
+    up.process.send_signal(signal.SIGINT)
+    assert up.process.wait(timeout=30) == 0, up.output()
+    survivors = {pid: cmd for pid, cmd in up.seen.items() if _alive(pid)}
+    assert not survivors, f"processes left after Ctrl-C: {survivors}"
+
+
+def test_up_refuses_a_port_in_use(tmp_path: Path, key_prefix: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "robustlab.cli", "up", "--port", str(port), "--data-dir", str(tmp_path)],
+            cwd=REPO, env=_env(key_prefix), capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_up_says_when_redis_url_does_not_answer(tmp_path: Path, key_prefix: str) -> None:
+    env = {**_env(key_prefix), "REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0"}
+    env.pop("ROBUSTLAB_REDIS_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "robustlab.cli", "up", "--port", str(_free_port()), "--data-dir", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "does not answer" in result.stderr and "unset both" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_the_generated_key_is_kept_private_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustlab.up_command import ensure_api_key, read_stored_key
+
+    monkeypatch.delenv("ROBUSTLAB_API_KEYS", raising=False)
+    monkeypatch.delenv("ROBUSTLAB_API_KEYS_FILE", raising=False)
+    key, env = ensure_api_key(tmp_path)
+    assert key and len(key) >= 32 and read_stored_key(tmp_path) == key
+    assert (tmp_path / "api-keys").stat().st_mode & 0o777 == 0o600
+    assert env == {"ROBUSTLAB_API_KEYS_FILE": str(tmp_path / "api-keys")}
+    assert ensure_api_key(tmp_path) == (key, env)  # the next `up` prints the same key
+    monkeypatch.setenv("ROBUSTLAB_API_KEYS", "team:configured-key-123")
+    assert ensure_api_key(tmp_path) == (None, {})  # configured keys win; nothing generated

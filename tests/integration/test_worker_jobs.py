@@ -1,0 +1,92 @@
+"""Workers running jobs end to end with real processes: success, a raising job, duplicate delivery.
+
+Jobs are created with JobStore.create and handed to RQ with worker.queue.enqueue, as the API does;
+the workers are `robustlab worker` subprocesses (tests/integration/processes.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import pytest
+
+from core.artifacts import ArtifactStore
+from core.jobs import CheckpointRecord, JobKind, JobStatus
+from tests.integration.processes import Service, running_service, tiny_spec, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def service(redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[Service]:
+    yield from running_service(redis_url, key_prefix, tmp_path)
+
+
+def test_compare_job_succeeds_with_artifacts_in_the_store(service: Service) -> None:
+    job_id = service.submit(tiny_spec(regularizers=2))
+    worker = service.start_worker()
+    record = service.wait_status(job_id, JobStatus.SUCCEEDED, JobStatus.FAILED, timeout=90)
+    assert record.status is JobStatus.SUCCEEDED, (record.error, service.log())
+    assert record.progress.fraction == 1.0 and record.progress.stage == "done"
+    assert record.attempts == 1 and record.error is None and record.finished_at is not None
+    expected = {"report.json", "report.md", "report.html", "results.csv",
+                "checkpoints/erm-seed0.safetensors", "checkpoints/doubleback-seed0.safetensors"}
+    assert set(record.artifacts) == expected
+    store = ArtifactStore(service.settings.artifact_root)
+    assert set(store.list(f"jobs/{job_id}")) == expected  # resume state discarded, nothing else left
+    report = json.loads(store.open(f"jobs/{job_id}", "report.json").read())
+    assert {r["regularizer"] for r in report["runs"]} == {"erm", "doubleback"}
+    assert not (service.settings.work_root / job_id).exists()  # scratch space cleaned up
+    # The parent never loaded torch (DESIGN §5): only its work horses did.
+    maps = psutil.Process(worker.pid).memory_maps()
+    assert not [m.path for m in maps if "torch" in m.path]
+    events = [e["event"] for e in service.journal.events(job_id)]
+    assert events[0] == "started" and events[-1] == "finished"
+
+
+def test_a_raising_job_fails_with_its_error_visible(service: Service) -> None:
+    """An evaluate job whose checkpoint bytes are garbage: failed, not retried, error in the record."""
+    garbage = b"this is not a safetensors file" * 10
+    checkpoint = CheckpointRecord(id=str(uuid.uuid4()), tenant="tenant-a", sha256=hashlib.sha256(garbage).hexdigest(),
+                                  bytes=len(garbage), architecture="mlp", filename="model.safetensors",
+                                  created_at=datetime.now(UTC))
+    service.store.add_checkpoint(checkpoint)
+    local = service.data_dir / "garbage.safetensors"
+    local.write_bytes(garbage)
+    ArtifactStore(service.settings.artifact_root).put_file(f"checkpoints/{checkpoint.id}", "model.safetensors", local)
+    job_id = service.submit(tiny_spec(), kind=JobKind.EVALUATE, checkpoint=checkpoint.id)
+    service.start_worker()
+    record = service.wait_status(job_id, JobStatus.SUCCEEDED, JobStatus.FAILED, timeout=60)
+    assert record.status is JobStatus.FAILED, service.log()
+    assert record.error is not None and record.error.type == "CheckpointError", record.error
+    assert "model.safetensors" in record.error.message or "safetensors" in record.error.message.lower()
+    assert record.attempts == 1  # a deterministic error is not retried
+    assert record.artifacts == []
+
+
+def test_duplicate_delivery_leaves_one_result(service: Service) -> None:
+    """Two RQ deliveries of one job to two workers: one execution runs it, the other stands down."""
+    job_id = service.submit(tiny_spec(epochs=4, train_size=1200, hidden=64, batch_size=16))
+    from worker.queue import enqueue, rq_connection
+
+    enqueue(rq_connection(service.redis_url), service.settings, job_id, attempt=99)  # the duplicate
+    service.start_worker("a")
+    service.start_worker("b")
+    record = service.wait_status(job_id, JobStatus.SUCCEEDED, JobStatus.FAILED, timeout=90)
+    assert record.status is JobStatus.SUCCEEDED, (record.error, service.log("a"), service.log("b"))
+    events = service.journal.events(job_id)
+    # Both deliveries ran (one per worker); exactly one execution started and finished the job.
+    wait_for(lambda: sum(e["event"] == "duplicate_skipped" for e in service.journal.events(job_id)) == 1, 20,
+             "the duplicate delivery to stand down")
+    events = service.journal.events(job_id)
+    assert sum(e["event"] == "started" for e in events) == 1, events
+    assert [e["status"] for e in events if e["event"] == "finished"] == ["succeeded"], events
+    assert record.attempts == 1
+    store = ArtifactStore(service.settings.artifact_root)
+    assert sorted(store.list(f"jobs/{job_id}")) == sorted(record.artifacts)

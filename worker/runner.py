@@ -1,0 +1,224 @@
+"""One execution of one job, inside the RQ work horse: take ownership, run, publish, finish (fenced).
+
+The lifecycle (DESIGN §5):
+1. `JobStore.start` gives this execution a fencing token; a job that is finished, cancelled, or
+   running with a live heartbeat elsewhere (a duplicate delivery) is left alone.
+2. A heartbeat thread proves the execution alive and stops it promptly on cancel or takeover.
+3. The resume files of earlier executions are restored from the artifact store; training mirrors
+   them back after every epoch, so a retry on any machine continues from the last finished epoch.
+4. Artifacts are published under `jobs/<id>/` only while this execution still owns the job, then
+   `finish` records the result, fenced: a superseded execution cannot overwrite it.
+5. An exception fails the job with its type and message (not retried: a bad spec or a broken
+   checkpoint fails the same way every time); RQ's job timeout fails it with type `Timeout`.
+Losses (the process or its worker killed, a stall) are handled outside: by the worker parent
+(worker.process) and the reaper (worker.reaper), which requeue the job against its attempt count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import redis
+from rq import get_current_job
+from rq.timeouts import JobTimeoutException
+
+from core.artifacts import ArtifactStore, check_name
+from core.job_store import JobStore, now
+from core.jobs import JobError, JobKind, JobRecord, JobStatus, Progress
+from core.settings import Settings
+from core.specs import SpecError, parse_spec
+from worker.heartbeat import Heartbeat, lost_after
+from worker.journal import Journal
+from worker.progress import ExecutionStopped, ProgressReporter
+from worker.resume import ResumeSync
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 2000
+
+
+class CheckpointUnavailable(ValueError):
+    """The evaluate job's checkpoint record or file is missing or does not match its upload."""
+
+
+def error_of(exc: BaseException) -> JobError:
+    """What the job record shows for an exception: its type and a readable message."""
+    if isinstance(exc, SpecError):
+        message = "invalid spec: " + "; ".join(str(p) for p in exc.problems)
+    else:
+        message = str(exc).strip().strip("'\"") or type(exc).__name__
+    return JobError(type=type(exc).__name__, message=message[:MAX_MESSAGE])
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, job_id: str) -> None:
+        if not settings.redis_url:
+            raise RuntimeError("no Redis URL: set REDIS_URL or ROBUSTLAB_REDIS_URL")
+        self.settings, self.job_id = settings, job_id
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self.store = JobStore(client, settings.key_prefix)
+        self.journal = Journal(client, settings.key_prefix)
+        self.artifacts = ArtifactStore(settings.artifact_root)
+        self.work_dir = settings.work_root / job_id
+        self.prefix = f"jobs/{job_id}"
+        self.token = ""
+
+    # ------------------------------------------------------------------ entry
+    def run(self) -> None:
+        started = self._start()
+        if started is None:
+            return
+        record, token = started
+        self.token = token
+        attempt = record.attempts + 1
+        worker = os.environ.get("RQ_WORKER_ID", "")
+        self.journal.begin(self.job_id, token=token, rq_job=self._rq_job_id(), worker=worker, attempt=attempt)
+        self.journal.event(self.job_id, "started", execution=token[:8], attempt=attempt, worker=worker)
+        log.info("job %s: execution %s started (attempt %d)", self.job_id, token[:8], attempt)
+        heartbeat = Heartbeat(self.store, self.job_id, token, self.settings.heartbeat_seconds, self._cancel_now)
+        heartbeat.start()
+        try:
+            names = self._execute(record)
+            self._publish(names)
+        except ExecutionStopped:
+            heartbeat.stop()
+            if self.store.cancel_requested(self.job_id):
+                self._end(JobStatus.CANCELLED, JobError(type="Cancelled", message="cancelled by request"))
+            else:
+                log.warning("job %s: fenced out by another execution, stopping without writing", self.job_id)
+            return
+        except JobTimeoutException:
+            heartbeat.stop()
+            self._end(JobStatus.FAILED, JobError(
+                type="Timeout", message=f"the job ran longer than its timeout of {self.settings.job_timeout_seconds}s"
+                " (ROBUSTLAB_JOB_TIMEOUT_SECONDS)"))
+            return
+        except Exception as exc:
+            heartbeat.stop()
+            log.exception("job %s failed", self.job_id)
+            self._end(JobStatus.FAILED, error_of(exc))
+            return
+        heartbeat.stop()
+        done = Progress(fraction=1.0, stage="done", message="finished", eta_seconds=0.0)
+        self._end(JobStatus.SUCCEEDED, None, artifacts=names, progress=done)
+
+    def _start(self) -> tuple[JobRecord, str] | None:
+        """Take ownership, unless the job is finished or another execution runs it (duplicate delivery).
+
+        The check and `start` happen under a short per-job lock, so two deliveries arriving together
+        cannot both see a queued job and start it one after the other.
+        """
+        lock = f"{self.settings.key_prefix}job:{self.job_id}:starting"
+        if not self.store.redis.set(lock, self._rq_job_id() or "?", nx=True, px=10_000):
+            log.warning("job %s is being started by another delivery: this one stands down", self.job_id)
+            self.journal.event(self.job_id, "duplicate_skipped", rq_job=self._rq_job_id())
+            return None
+        try:
+            record = self.store.get(self.job_id)
+            if record is None:
+                log.warning("job %s: no such job record, nothing to run", self.job_id)
+                return None
+            if record.status.finished:
+                log.info("job %s is %s already: nothing to run", self.job_id, record.status.value)
+                return None
+            if record.status is JobStatus.RUNNING and self._alive():
+                log.warning("job %s is running elsewhere (live heartbeat): duplicate delivery skipped", self.job_id)
+                self.journal.event(self.job_id, "duplicate_skipped", rq_job=self._rq_job_id())
+                return None
+            token = self.store.start(self.job_id)
+            if token is None:
+                log.info("job %s could not be started (cancelled or finished meanwhile)", self.job_id)
+                return None
+            return record, token
+        finally:
+            self.store.redis.delete(lock)
+
+    # ------------------------------------------------------------------ helpers
+    def _rq_job_id(self) -> str:
+        job = get_current_job()
+        return job.id if job is not None else os.environ.get("RQ_JOB_ID", "")
+
+    def _alive(self) -> bool:
+        beat = self.store.heartbeat_at(self.job_id)
+        return beat is not None and (now() - beat).total_seconds() < lost_after(self.settings)
+
+    def _owner(self) -> bool:
+        return self.store.execution(self.job_id) == self.token
+
+    def _event(self, kind: str, **data: object) -> None:
+        self.journal.event(self.job_id, kind, execution=self.token[:8], **data)
+
+    def _execute(self, record: JobRecord) -> list[str]:
+        spec = parse_spec(record.spec)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        steps = len(spec.evaluation.attacks) + 2  # stage messages per evaluated run: attacks, checks, sensitivity
+        if record.kind is JobKind.COMPARE:
+            resume = ResumeSync(self.artifacts, self.job_id, self.work_dir, still_owner=self._owner)
+            restored = resume.restore()
+            if restored:
+                self._event("restored", files=restored)
+            runs = [(name, seed) for seed in spec.seeds for name in spec.training_order()]
+            reporter = ProgressReporter(self.store, self.job_id, self.token, runs=runs, stage_steps=steps,
+                                        on_epoch=resume.sync, on_event=self._event)
+            reporter.report("training", "loading the data", 0.0, force=True)
+            from worker.science import run_compare  # torch from here on (work horse only)
+
+            names = run_compare(spec, self.work_dir, self.settings.device, reporter)
+        else:
+            reporter = ProgressReporter(self.store, self.job_id, self.token, runs=[], stage_steps=steps)
+            reporter.report("evaluating", "fetching the checkpoint", 0.0, force=True)
+            checkpoint = self._fetch_checkpoint(record)
+            from worker.science import run_evaluate  # torch from here on (work horse only)
+
+            names = run_evaluate(spec, checkpoint, self.work_dir, self.settings.device, reporter)
+        reporter.report("reporting", "publishing the artifacts", 0.99, force=True)
+        return names
+
+    def _fetch_checkpoint(self, record: JobRecord) -> Path:
+        checkpoint = self.store.get_checkpoint(record.checkpoint or "", record.tenant)
+        if checkpoint is None:
+            raise CheckpointUnavailable(f"checkpoint {record.checkpoint!r} not found: upload it with "
+                                        "POST /v1/checkpoints and use the id it returns")
+        filename = check_name(checkpoint.filename)
+        local = self.work_dir / "input" / filename
+        self.artifacts.get_file(f"checkpoints/{checkpoint.id}", filename, local)
+        digest = hashlib.sha256(local.read_bytes()).hexdigest()
+        if digest != checkpoint.sha256:
+            raise CheckpointUnavailable(f"checkpoint {checkpoint.id}: stored file does not match its upload "
+                                        f"(sha256 {digest[:12]}… ≠ {checkpoint.sha256[:12]}…); upload it again")
+        return local
+
+    def _publish(self, names: list[str]) -> None:
+        """Copy the results to jobs/<id>/, only while this execution still owns the job."""
+        if not self._owner():
+            raise ExecutionStopped("fenced out before publishing")
+        for name in names:
+            self.artifacts.put_file(self.prefix, name, self.work_dir / name)
+
+    def _end(self, status: JobStatus, error: JobError | None, *, artifacts: list[str] | None = None,
+             progress: Progress | None = None) -> bool:
+        """The fenced final write; on success the execution's scratch and resume state go away."""
+        ok = self.store.finish(self.job_id, self.token, status, error=error, artifacts=artifacts or (),
+                               progress=progress)
+        if not ok:
+            log.warning("job %s: result of execution %s refused (fenced out)", self.job_id, self.token[:8])
+            return False
+        log.info("job %s %s%s", self.job_id, status.value, f": {error.type}: {error.message}" if error else "")
+        self._event("finished", status=status.value, error=error.type if error else None)
+        self.cleanup()
+        return True
+
+    def cleanup(self) -> None:
+        try:
+            ResumeSync(self.artifacts, self.job_id, self.work_dir).discard()
+        except OSError as exc:
+            log.warning("job %s: could not delete its resume state: %s", self.job_id, exc)
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def _cancel_now(self) -> None:
+        """Called by the heartbeat thread when a cancel was requested: record it (fenced)."""
+        self._end(JobStatus.CANCELLED, JobError(type="Cancelled", message="cancelled by request"))

@@ -1,0 +1,33 @@
+"""The torch side of a job: run compare or evaluate in a work directory and write the report files.
+
+Imported only inside the work horse (by worker.runner, lazily), never by the worker parent, so the
+parent never loads torch or initializes CUDA (DESIGN §5).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.specs.experiment import ExperimentSpec
+from models.evaluation.compare import compare, evaluate_checkpoint, write_report
+from worker.progress import ProgressReporter
+
+REPORT_FILES = ("report.json", "report.md", "report.html", "results.csv")
+
+
+def run_compare(spec: ExperimentSpec, work_dir: Path, device: str, reporter: ProgressReporter) -> list[str]:
+    """Train, evaluate and report; returns the artifact names (relative to work_dir) to publish."""
+    report = compare(spec, work_dir, device=device or "auto", run_progress=reporter.run_progress,
+                     stage=reporter.stage)
+    reporter.report("reporting", "writing the report", 0.98, force=True)
+    write_report(report, work_dir)
+    checkpoints = sorted(f"checkpoints/{p.name}" for p in (work_dir / "checkpoints").glob("*.safetensors"))
+    return [*REPORT_FILES, *checkpoints]
+
+
+def run_evaluate(spec: ExperimentSpec, checkpoint: Path, work_dir: Path, device: str,
+                 reporter: ProgressReporter) -> list[str]:
+    report = evaluate_checkpoint(spec, checkpoint, device=device or "auto", stage=reporter.stage)
+    reporter.report("reporting", "writing the report", 0.98, force=True)
+    write_report(report, work_dir)
+    return list(REPORT_FILES)
