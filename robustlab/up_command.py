@@ -28,6 +28,8 @@ import typer
 from pydantic import ValidationError
 
 from core.settings import Settings
+from core.specs import SpecError, load_spec
+from robustlab.demo import start_demo
 from robustlab.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from robustlab.processes import Child, kill_tree
 
@@ -250,6 +252,10 @@ def up(
     ] = None,
     grace: Annotated[float, typer.Option("--grace", help="Seconds workers get to stop before SIGKILL.")] = 10.0,
     ready_timeout: Annotated[float, typer.Option("--ready-timeout", help="Seconds to wait for /readyz.")] = 120.0,
+    demo: Annotated[
+        Path | None, typer.Option("--demo", metavar="SPEC.yaml",
+                                  help="Once up, submit this spec as a compare job, follow it, save its report.")
+    ] = None,
 ) -> None:
     """Run the whole service on this machine: Redis, the API and N workers; Ctrl-C stops it all."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s up: %(message)s", datefmt="%H:%M:%S")
@@ -260,6 +266,13 @@ def up(
         problems = "; ".join(f"ROBUSTLAB_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
         typer.echo(f"Error: invalid setting in the environment: {problems}", err=True)
         raise typer.Exit(2) from None
+    demo_spec = None
+    if demo is not None:  # a bad demo spec is a usage error before anything starts
+        try:
+            demo_spec = load_spec(demo)
+        except SpecError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
     directory = (data_dir or settings.data_dir).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     stack = Stack(settings, host, port, workers, directory, grace, [g.strip() for g in gpus.split(",") if g.strip()])
@@ -277,6 +290,11 @@ def up(
         if not stack.stopping.is_set():
             typer.echo(_banner(stack, data_dir is not None), err=False)
             sys.stdout.flush()
+            if demo_spec is not None:
+                if stack.api_key is None:
+                    logger.warning("--demo needs the generated key of `robustlab up`; keys come from settings here")
+                else:
+                    start_demo(stack.url, stack.api_key, demo_spec, directory / "demo-report", stack.stopping)
             stack.supervise()
     except UpError as exc:
         typer.echo(f"Error: {exc}", err=True)

@@ -20,6 +20,7 @@ def worker(
                                        "(default: ROBUSTLAB_QUEUE, else 'robustlab').")] = "",
     burst: Annotated[bool, typer.Option("--burst", help="Run the queued jobs, then exit.")] = False,
     name: Annotated[str, typer.Option("--name", help="Worker name (default: HOST.PID).")] = "",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also log every epoch and attack.")] = False,
 ) -> None:
     """Take jobs from Redis and run them, one process per job; Ctrl-C or SIGTERM stops it."""
     import redis
@@ -33,6 +34,8 @@ def worker(
                    "redis://localhost:6379/0, or use `robustlab up`, which starts one", err=True)
         raise typer.Exit(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # per-epoch and per-attack lines: the job's progress already carries them
+        logging.getLogger("models").setLevel(logging.WARNING)
     from worker.process import run_worker
 
     try:

@@ -34,7 +34,7 @@ class ImageFileDataset(_Split):
     data_dir: Path | None = Field(
         None,
         description="directory with the dataset's standard files; default: "
-        "$ROBUSTLAB_DATA_DIR/<name> or ~/.cache/robustlab/data/<name>",
+        "$ROBUSTLAB_DATASETS_DIR/<name> or ~/.cache/robustlab/data/<name>",
     )
     download: bool = Field(False, description="download (sha256-checked) when the files are missing")
     split_test_set: bool = Field(

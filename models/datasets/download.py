@@ -31,7 +31,7 @@ from models.datasets.errors import DatasetError
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "ROBUSTLAB_DATASET_MIRROR"
-DATA_DIR_ENV = "ROBUSTLAB_DATA_DIR"
+DATA_DIR_ENV = "ROBUSTLAB_DATASETS_DIR"  # not ROBUSTLAB_DATA_DIR: that is the service's job data
 CHUNK = 1 << 20
 
 
@@ -87,7 +87,7 @@ MIRRORS: dict[DatasetName, tuple[str, ...]] = {
 
 
 def default_data_dir(name: DatasetName | str) -> Path:
-    """`$ROBUSTLAB_DATA_DIR/<name>`, else `~/.cache/robustlab/data/<name>`."""
+    """`$ROBUSTLAB_DATASETS_DIR/<name>`, else `~/.cache/robustlab/data/<name>`."""
     root = os.environ.get(DATA_DIR_ENV)
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "robustlab" / "data"
     return base / DatasetName(name).value

@@ -6,6 +6,7 @@ of this test's own). The job is a tiny digits compare with 2 regularizers (a few
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -190,3 +191,46 @@ def test_the_generated_key_is_kept_private_and_reused(tmp_path: Path, monkeypatc
     assert ensure_api_key(tmp_path) == (key, env)  # the next `up` prints the same key
     monkeypatch.setenv("ROBUSTLAB_API_KEYS", "team:configured-key-123")
     assert ensure_api_key(tmp_path) == (None, {})  # configured keys win; nothing generated
+
+
+def test_up_demo_runs_the_spec_and_saves_its_report(tmp_path: Path, key_prefix: str) -> None:
+    """The README's main command: `robustlab up --demo SPEC` follows one job to its report."""
+    import yaml
+
+    spec_file = tmp_path / "demo.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC), encoding="utf-8")
+    port, log = _free_port(), tmp_path / "up.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "robustlab.cli", "up", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+             "--grace", "5", "--demo", str(spec_file)],
+            cwd=REPO, env=_env(key_prefix), stdout=out, stderr=subprocess.STDOUT)
+    running = Up(process, f"http://127.0.0.1:{port}", tmp_path / "data", log)
+    try:
+        deadline = time.monotonic() + 120
+        while "demo job" not in running.output() or "succeeded: open" not in running.output():
+            assert process.poll() is None and time.monotonic() < deadline, running.output()
+            assert "ended failed" not in running.output(), running.output()
+            time.sleep(0.3)
+        running.record_children()
+        report = json.loads((running.data_dir / "demo-report" / "report.json").read_text())
+        assert sorted(s["regularizer"] for s in report["summary"]) == ["doubleback", "erm"]
+        assert (running.data_dir / "demo-report" / "report.html").exists()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, running.output()
+    finally:
+        running.record_children()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        for pid in running.seen:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_up_refuses_a_bad_demo_spec_before_starting(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["up", "--data-dir", str(tmp_path / "data"), "--demo", str(bad)])
+    assert result.exit_code == 1 and "dataset" in result.output, result.output
+    assert not (tmp_path / "data").exists()
