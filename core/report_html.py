@@ -147,10 +147,14 @@ def _paired(report: Report) -> str:
             f"significant at p &lt; 0.05.</p>{table}</section>")
 
 
-def _curves(report: Report) -> str:
-    norms = list(dict.fromkeys(n for n, _ in worst_columns(report.summary)))
-    figures = []
-    for norm in norms:
+def figures(report: Report) -> dict[str, str]:
+    """Every chart of the report as a standalone SVG, by file name (also written to `plots/`).
+
+    robustness-<norm>.svg (worst-case accuracy vs ε, ± std bands), sensitivity-<measure>.svg and
+    cost.svg; report.html embeds the same SVGs.
+    """
+    out: dict[str, str] = {}
+    for norm in dict.fromkeys(n for n, _ in worst_columns(report.summary)):
         series = []
         for i, s in enumerate(report.summary):
             points = [(w.eps, w.mean, w.std) for w in s.worst_case if w.norm == norm]
@@ -158,16 +162,9 @@ def _curves(report: Report) -> str:
                 clean = s.clean_accuracy
                 series.append(Series(s.regularizer, [(0.0, clean.mean, clean.std), *points], color(i)))
         label = NORM_LABELS.get(norm, norm)
-        svg = line_chart(series, title=f"Worst-case accuracy vs ε ({label})", x_label=f"ε ({label})",
-                         y_label="accuracy %", css_class="robustness-curve", data={"norm": norm})
-        figures.append(f"<figure>{svg}<figcaption>Mean ± std over seeds (band); ε = 0 is clean "
-                       f"accuracy.</figcaption></figure>")
-    body = "".join(figures) or '<p class="note">No robust accuracy was measured.</p>'
-    return f'<section id="robustness-section"><h2>Robustness curves</h2><div class="charts">{body}</div></section>'
-
-
-def _sensitivity(report: Report) -> str:
-    charts = []
+        out[f"robustness-{norm}.svg"] = line_chart(
+            series, title=f"Worst-case accuracy vs ε ({label})", x_label=f"ε ({label})", y_label="accuracy %",
+            css_class="robustness-curve", data={"norm": norm})
     for field, title in SENSITIVITY_MEASURES:
         bars = []
         for i, s in enumerate(report.summary):
@@ -175,24 +172,36 @@ def _sensitivity(report: Report) -> str:
                       if r.regularizer == s.regularizer and r.sensitivity is not None]
             stat = describe(values) if values else None
             bars.append(Bar(s.regularizer, stat.mean if stat else None, stat.std if stat else None, color(i)))
-        svg = hbar_chart(bars, title=title, x_label="mean over seeds (± std)", css_class="sensitivity-chart",
-                         data={"measure": field})
-        charts.append(f"<figure>{svg}</figure>")
-    return (f'<section id="sensitivity-section"><h2>Sensitivity</h2><p class="note">Smaller means a smoother '
-            f'model around test points.</p><div class="charts">{"".join(charts)}</div></section>')
-
-
-def _cost(report: Report) -> str:
+        out[f"sensitivity-{field}.svg"] = hbar_chart(
+            bars, title=title, x_label="mean over seeds (± std)", css_class="sensitivity-chart",
+            data={"measure": field})
     bars = []
     for i, s in enumerate(report.summary):
         ratios = [r.cost.step_time_ratio_to_baseline for r in report.runs if r.regularizer == s.regularizer]
         present = [x for x in ratios if x is not None]
         std = describe(present).std if present else None
         bars.append(Bar(s.regularizer, s.step_time_ratio_to_baseline, std, color(i)))
-    svg = hbar_chart(bars, title="Training step time relative to the baseline", x_label="× baseline step time",
-                     css_class="cost-chart", reference=1.0, decimals=2)
-    return (f'<section id="cost-section"><h2>Cost</h2><div class="charts"><figure>{svg}<figcaption>Dashed line: '
-            f"the baseline (1×).</figcaption></figure></div></section>")
+    out["cost.svg"] = hbar_chart(bars, title="Training step time relative to the baseline",
+                                 x_label="× baseline step time", css_class="cost-chart", reference=1.0, decimals=2)
+    return out
+
+
+def _curves(charts: dict[str, str]) -> str:
+    figures = [f"<figure>{svg}<figcaption>Mean ± std over seeds (band); ε = 0 is clean accuracy.</figcaption>"
+               f"</figure>" for name, svg in charts.items() if name.startswith("robustness-")]
+    body = "".join(figures) or '<p class="note">No robust accuracy was measured.</p>'
+    return f'<section id="robustness-section"><h2>Robustness curves</h2><div class="charts">{body}</div></section>'
+
+
+def _sensitivity(charts: dict[str, str]) -> str:
+    body = "".join(f"<figure>{svg}</figure>" for name, svg in charts.items() if name.startswith("sensitivity-"))
+    return (f'<section id="sensitivity-section"><h2>Sensitivity</h2><p class="note">Smaller means a smoother '
+            f'model around test points.</p><div class="charts">{body}</div></section>')
+
+
+def _cost(charts: dict[str, str]) -> str:
+    return (f'<section id="cost-section"><h2>Cost</h2><div class="charts"><figure>{charts["cost.svg"]}<figcaption>'
+            f"Dashed line: the baseline (1×).</figcaption></figure></div></section>")
 
 
 def _check_item(check: Check) -> str:
@@ -248,8 +257,9 @@ def _provenance(report: Report) -> str:
 
 def render_html(report: Report) -> str:
     """The whole page; sections in reading order, from the verdict down to the provenance."""
-    parts = [_header(report), _banner(report), _comparison(report), _paired(report), _curves(report),
-             _sensitivity(report), _cost(report), _checks(report), _runs(report), _provenance(report)]
+    charts = figures(report)
+    parts = [_header(report), _banner(report), _comparison(report), _paired(report), _curves(charts),
+             _sensitivity(charts), _cost(charts), _checks(report), _runs(report), _provenance(report)]
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>Robustness report: {escape(spec_name(report))}</title><style>{CSS}</style></head>"

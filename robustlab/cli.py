@@ -279,6 +279,32 @@ from robustlab import worker_command  # noqa: E402  (torch-free; registered here
 app.command("worker")(worker_command.worker)
 
 
+@app.command()
+def render(
+    report_file: Annotated[Path, typer.Argument(metavar="REPORT.json", help="A report.json of compare or evaluate.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for report.md/.html, results.csv, plots/*.svg.")],
+) -> None:
+    """Redraw every report file (tables, HTML page, CSV, standalone SVG charts) from a report.json."""
+    from pydantic import ValidationError
+
+    from core.report_files import write_report
+    from core.reports import Report
+
+    try:
+        report = Report.model_validate_json(report_file.read_bytes())
+    except OSError as exc:
+        typer.echo(f"Error: cannot read {report_file}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "(top level)"
+        typer.echo(f"Error: {report_file} is not a robustlab report.json: {where}: {first['msg']} "
+                   f"({exc.error_count()} problem(s))", err=True)
+        raise typer.Exit(1) from None
+    for path in write_report(report, out):
+        typer.echo(str(path))
+
+
 def main() -> None:
     """Console-script entry point (`robustlab = "robustlab.cli:main"` in pyproject.toml)."""
     app(prog_name="robustlab")

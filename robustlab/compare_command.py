@@ -11,9 +11,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.report_files import write_report
 from core.reports import Report
 from core.specs import ExperimentSpec
-from models.evaluation.compare import compare, evaluate_checkpoint, write_report
+from models.evaluation.compare import compare, evaluate_checkpoint
 from models.training.loop import ProgressCallback, ProgressEvent
 
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.report_files import write_report
 from core.specs.experiment import ExperimentSpec
-from models.evaluation.compare import compare, evaluate_checkpoint, write_report
+from models.evaluation.compare import compare, evaluate_checkpoint
 from worker.progress import ProgressReporter
 
-REPORT_FILES = ("report.json", "report.md", "report.html", "results.csv")
+
+def _report_names(written: list[Path], work_dir: Path) -> list[str]:
+    """The report files write_report wrote (report.*, results.csv, plots/*.svg), relative to work_dir."""
+    return [path.relative_to(work_dir).as_posix() for path in written]
 
 
 def run_compare(spec: ExperimentSpec, work_dir: Path, device: str, reporter: ProgressReporter) -> list[str]:
@@ -20,14 +24,13 @@ def run_compare(spec: ExperimentSpec, work_dir: Path, device: str, reporter: Pro
     report = compare(spec, work_dir, device=device or "auto", run_progress=reporter.run_progress,
                      stage=reporter.stage)
     reporter.report("reporting", "writing the report", 0.98, force=True)
-    write_report(report, work_dir)
+    written = write_report(report, work_dir)
     checkpoints = sorted(f"checkpoints/{p.name}" for p in (work_dir / "checkpoints").glob("*.safetensors"))
-    return [*REPORT_FILES, *checkpoints]
+    return [*_report_names(written, work_dir), *checkpoints]
 
 
 def run_evaluate(spec: ExperimentSpec, checkpoint: Path, work_dir: Path, device: str,
                  reporter: ProgressReporter) -> list[str]:
     report = evaluate_checkpoint(spec, checkpoint, device=device or "auto", stage=reporter.stage)
     reporter.report("reporting", "writing the report", 0.98, force=True)
-    write_report(report, work_dir)
-    return list(REPORT_FILES)
+    return _report_names(write_report(report, work_dir), work_dir)

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.report_render import render_csv, render_html, render_markdown
 from core.reports import Check, Cost, Report, RunReport
 from core.specs.experiment import ExperimentSpec
 from core.statistics import summarize
@@ -117,22 +116,3 @@ def evaluate_checkpoint(spec: ExperimentSpec, checkpoint: Path, *, device: str |
     return Report(kind="evaluate", spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(),
                   environment=environment(str(dev)), baseline=None, runs=[report],
                   summary=summarize([report], None), checks=overall_checks([report]))
-
-
-def write_report(report: Report, out_dir: Path) -> list[Path]:
-    """report.json, report.md, report.html and results.csv in out_dir (atomically each)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {
-        "report.json": report.model_dump_json(indent=2),
-        "report.md": render_markdown(report),
-        "report.html": render_html(report),
-        "results.csv": render_csv(report),
-    }
-    written = []
-    for name, text in files.items():
-        path = out_dir / name
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        written.append(path)
-    return written

@@ -37,6 +37,9 @@ def test_compare_writes_every_output_and_evaluate_reads_its_checkpoint(tmp_path:
     assert html.count('class="regularizer-row"') == 2 and "robustness-curve" in html
     assert (out / "report.md").read_text().count("| db") >= 1
     assert len((out / "results.csv").read_text().splitlines()) > 4
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert "robustness-linf.svg" in plots and "cost.svg" in plots and len(plots) == 5  # + 3 sensitivity charts
+    assert 'class="robustness-curve"' in (out / "plots" / "robustness-linf.svg").read_text()
     checkpoint = out / "checkpoints" / "db-seed1.safetensors"
     load_model(checkpoint)
 
@@ -61,3 +64,18 @@ def test_evaluate_rejects_a_broken_checkpoint_in_one_line(tmp_path: Path) -> Non
     last = result.output.strip().splitlines()[-1]
     assert "Traceback" not in result.output
     assert last.startswith("Error: broken.safetensors") and "corrupted" in last
+
+
+def test_render_redraws_every_file_from_a_report_json(tmp_path: Path) -> None:
+    from core.report_files import write_report
+    from tests.unit.test_report_render import make_report
+
+    write_report(make_report(), tmp_path / "first")
+    first = str(tmp_path / "first" / "report.json")
+    result = CliRunner().invoke(app, ["render", first, "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    for name in ("report.html", "report.md", "results.csv", "plots/cost.svg"):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "first" / name).read_bytes(), name
+    (tmp_path / "bad.json").write_text('{"schema_version": "1.0"}')
+    bad = CliRunner().invoke(app, ["render", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "not a robustlab report.json" in bad.output

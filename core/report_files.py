@@ -1,0 +1,36 @@
+"""Writing a report's files: report.json, report.md, report.html, results.csv and plots/*.svg.
+
+Torch-free, so that `robustlab render` can redraw every file from a report.json anywhere, and the
+worker and the CLI write exactly the same set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from core.report_html import figures
+from core.report_render import render_csv, render_html, render_markdown
+from core.reports import Report
+
+
+def write_report(report: Report, out_dir: Path) -> list[Path]:
+    """report.json, report.md, report.html, results.csv and plots/*.svg in out_dir (atomically each)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "report.json": report.model_dump_json(indent=2),
+        "report.md": render_markdown(report),
+        "report.html": render_html(report),
+        "results.csv": render_csv(report),
+    }
+    # Each chart also as its own SVG (for papers and docs): plots/robustness-linf.svg, cost.svg, ...
+    (out_dir / "plots").mkdir(exist_ok=True)
+    files.update({f"plots/{name}": svg for name, svg in figures(report).items()})
+    written: list[Path] = []
+    for name, text in files.items():
+        path = out_dir / name
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        written.append(path)
+    return written
