@@ -169,6 +169,18 @@ class JobStore:
     def count_by_status(self) -> dict[JobStatus, int]:
         return {s: int(self.redis.scard(self.keys.status_set(s))) for s in JobStatus}
 
+    def live_workers(self, queue: str) -> list[str]:
+        """Workers on `queue` whose presence key (renewed every few seconds, expiring ~10 s after the
+        last renewal) still exists. RQ's own registry keeps a SIGKILLed worker for minutes."""
+        alive = []
+        for name in sorted(str(n) for n in self.redis.smembers(self.keys.workers())):
+            raw = self.redis.get(self.keys.worker_heartbeat(name))
+            if raw is None:
+                self.redis.srem(self.keys.workers(), name)  # expired: it died without saying goodbye
+            elif json.loads(raw).get("queue") == queue:
+                alive.append(name)
+        return alive
+
     def durations(self) -> list[float]:
         return [float(d) for d in self.redis.lrange(self.keys.durations(), 0, -1)]
 

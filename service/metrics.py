@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from rq import Worker
 
 from service.deps import Services
 from worker.queue import job_queue
@@ -39,7 +38,7 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily("robustlab_queue_depth", "Executions waiting in the RQ queue",
                                 value=queue.count, labels=None)
         yield GaugeMetricFamily("robustlab_workers", "RQ workers alive on the queue",
-                                value=Worker.count(connection=self.services.rq, queue=queue))
+                                value=len(self.services.store.live_workers(self.services.settings.queue)))
 
         durations = store.durations()
         buckets = [(str(bound), sum(1 for d in durations if d <= bound)) for bound in DURATION_BUCKETS]

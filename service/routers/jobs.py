@@ -15,7 +15,7 @@ from service.deps import ServicesDep, StoreDep
 from service.errors import ApiError, error_responses, not_found
 from service.job_input import MAX_JOB_BODY, parse_job_request, read_capped
 from service.schemas import EXAMPLE_ID, EXAMPLE_SPEC, Job, JobAccepted, JobPage
-from worker.queue import enqueue
+from worker.queue import enqueue, withdraw
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -138,12 +138,15 @@ def get_job(
 
 @router.post("/{job_id}/cancel", response_model=Job, summary="Cancel a queued or running job",
              responses=error_responses(401, 404, 409))
-def cancel(job_id: str, tenant: Tenant, store: StoreDep) -> Job:
+def cancel(job_id: str, tenant: Tenant, services: ServicesDep) -> Job:
     """A queued job becomes `cancelled` at once; a running one gets `cancel_requested: true` and its
     worker stops it within seconds (poll for `cancelled`). A finished job is a 409."""
+    store = services.store
     record = _owned(store, job_id, tenant)
     if record.status.finished:
         raise ApiError(409, "conflict", f"job {job_id} is already {record.status.value}: it cannot be cancelled")
     after = store.request_cancel(job_id) or record
+    if record.status is JobStatus.QUEUED and after.status is JobStatus.CANCELLED:
+        withdraw(services.rq, services.settings, job_id, attempt=record.attempts)
     logger.info("cancel of job %s requested by %s: now %s", job_id, tenant, after.status.value)
     return Job.of(after)

@@ -8,11 +8,9 @@ import redis
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from rq import Worker
 
 from service.deps import ServicesDep
 from service.schemas import Health
-from worker.queue import job_queue
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -36,8 +34,7 @@ def readyz(services: ServicesDep) -> Response:
         checks["workers"] = "unknown (Redis unreachable)"
         ready = False
     if ready:
-        queue = job_queue(services.rq, services.settings)
-        workers = Worker.count(connection=services.rq, queue=queue)
+        workers = len(services.store.live_workers(services.settings.queue))
         checks["workers"] = f"{workers} on queue {services.settings.queue!r}"
         if workers == 0:
             checks["workers"] = f"no worker alive on queue {services.settings.queue!r}: start `robustlab worker`"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -85,24 +86,38 @@ def test_health_and_readiness_follow_the_workers(api: ApiServer, tmp_path: Path)
     assert not_ready.status_code == 503
     assert not_ready.json()["checks"]["redis"] == "ok" and "no worker" in not_ready.json()["checks"]["workers"]
 
-    # A real RQ worker on the API's queue (a queue of its own: it never sees other tests' jobs).
-    rq = Path(sys.executable).parent / "rq"
-    with (tmp_path / "worker.log").open("wb") as log:
-        worker = subprocess.Popen(
-            [str(rq), "worker", "-u", str(api.settings.redis_url), "-S", "json", "--name", f"{api.settings.queue}-w",
-             api.settings.queue], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while (ready := _ready(api)).status_code != 200:
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+    # A real robustlab worker on the API's queue (a queue of its own: it never sees other tests' jobs).
+    env = {**os.environ, "ROBUSTLAB_REDIS_URL": str(api.settings.redis_url),
+           "ROBUSTLAB_KEY_PREFIX": api.settings.key_prefix, "ROBUSTLAB_QUEUE": api.settings.queue,
+           "ROBUSTLAB_DATA_DIR": str(tmp_path / "worker-data")}
+
+    def start_worker() -> subprocess.Popen[bytes]:
+        with (tmp_path / "worker.log").open("ab") as log:
+            return subprocess.Popen([sys.executable, "-m", "robustlab.cli", "worker"], cwd=REPO, env=env,
+                                    stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_for(status: int, worker: subprocess.Popen[bytes], timeout: float) -> httpx.Response:
+        deadline = time.monotonic() + timeout
+        while (ready := _ready(api)).status_code != status:
+            assert status == 503 or worker.poll() is None, (tmp_path / "worker.log").read_text()
             assert time.monotonic() < deadline, ready.text
-            time.sleep(0.1)
-        assert ready.json()["status"] == "ok"
+            time.sleep(0.2)
+        return ready
+
+    worker = start_worker()
+    try:
+        assert wait_for(200, worker, 30).json()["status"] == "ok"
+        worker.send_signal(signal.SIGTERM)  # a clean stop says goodbye at once
+        worker.wait(timeout=15)
+        assert wait_for(503, worker, 3).status_code == 503
+        # A SIGKILLed worker cannot say goodbye: its presence expires within seconds (RQ's own
+        # registry would still list it for minutes).
+        worker = start_worker()
+        wait_for(200, worker, 30)
+        worker.kill()
+        worker.wait(timeout=10)
+        assert "no worker" in wait_for(503, worker, 20).json()["checks"]["workers"]
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+        if worker.poll() is None:
             worker.kill()
             worker.wait(timeout=10)
-    assert _ready(api).status_code == 503  # the worker said goodbye
