@@ -235,7 +235,8 @@ class JobStore:
         return bool(self.redis.hget(self.keys.job(job_id), "cancel_requested") == "1")
 
     def finish(self, job_id: str, execution: str, status: JobStatus, *, error: JobError | None = None,
-               artifacts: Iterable[str] = (), progress: Progress | None = None) -> bool:
+               artifacts: Iterable[str] = (), progress: Progress | None = None,
+               result_prefix: str | None = None) -> bool:
         """The execution that owns the running job ends it; refused (False) for anyone else."""
         record = self.get(job_id)
         t = now()
@@ -245,6 +246,8 @@ class JobStore:
         fields["error"] = error.model_dump_json() if error is not None else ""
         if progress is not None:
             fields["progress"] = progress.model_dump_json()
+        if result_prefix is not None:
+            fields["result_prefix"] = result_prefix
         done, _ = self._apply(job_id, execution=execution, allowed=JobStatus.RUNNING.value, status=status,
                               fields=fields)
         if done and record is not None and record.started_at is not None:
@@ -323,4 +326,5 @@ class JobStore:
             error=JobError.model_validate_json(raw["error"]) if raw.get("error") else None,
             attempts=int(raw.get("attempts", 0)), cancel_requested=raw.get("cancel_requested") == "1",
             artifacts=json.loads(raw.get("artifacts") or "[]"), rev=int(raw.get("rev", 0)),
+            result_prefix=raw.get("result_prefix") or None,
         )

@@ -82,7 +82,10 @@ class JobRecord(BaseModel):
     error: JobError | None = None
     attempts: int = 0  # executions started so far
     cancel_requested: bool = False
-    artifacts: list[str] = Field(default_factory=list)  # names under the job's artifact prefix
+    artifacts: list[str] = Field(default_factory=list)  # names under result_prefix
+    # Where the winning execution published its files (jobs/<id>/result-<token>): set by the fenced
+    # finish, so files a superseded execution wrote elsewhere are never served.
+    result_prefix: str | None = None
     rev: int = 0  # bumped by every change: the ETag
 
 

@@ -6,8 +6,9 @@ The lifecycle (DESIGN §5):
 2. A heartbeat thread proves the execution alive and stops it promptly on cancel or takeover.
 3. The resume files of earlier executions are restored from the artifact store; training mirrors
    them back after every epoch, so a retry on any machine continues from the last finished epoch.
-4. Artifacts are published under `jobs/<id>/` only while this execution still owns the job, then
-   `finish` records the result, fenced: a superseded execution cannot overwrite it.
+4. Artifacts are published under `jobs/<id>/result-<token>/`, a prefix of this execution's own, and
+   `finish` records that prefix with the result, fenced: a superseded execution's files sit under
+   a prefix no record points to (and are deleted), so they can never replace the served result.
 5. An exception fails the job with its type and message (not retried: a bad spec or a broken
    checkpoint fails the same way every time); RQ's job timeout fails it with type `Timeout`.
 Losses (the process or its worker killed, a stall) are handled outside: by the worker parent
@@ -64,7 +65,6 @@ class JobRunner:
         self.journal = Journal(client, settings.key_prefix)
         self.artifacts = ArtifactStore(settings.artifact_root)
         self.work_dir = settings.work_root / job_id
-        self.prefix = f"jobs/{job_id}"
         self.token = ""
 
     # ------------------------------------------------------------------ entry
@@ -104,7 +104,8 @@ class JobRunner:
             return
         heartbeat.stop()
         done = Progress(fraction=1.0, stage="done", message="finished", eta_seconds=0.0)
-        self._end(JobStatus.SUCCEEDED, None, artifacts=names, progress=done)
+        if not self._end(JobStatus.SUCCEEDED, None, artifacts=names, progress=done, result_prefix=self.prefix):
+            self.artifacts.delete_prefix(self.prefix)  # fenced out: nobody will ever serve these files
 
     def _start(self) -> tuple[JobRecord, str] | None:
         """Take ownership, unless the job is finished or another execution runs it (duplicate delivery).
@@ -192,18 +193,23 @@ class JobRunner:
                                         f"(sha256 {digest[:12]}… ≠ {checkpoint.sha256[:12]}…); upload it again")
         return local
 
+    @property
+    def prefix(self) -> str:
+        """This execution's own result prefix in the artifact store."""
+        return f"jobs/{self.job_id}/result-{self.token}"
+
     def _publish(self, names: list[str]) -> None:
-        """Copy the results to jobs/<id>/, only while this execution still owns the job."""
+        """Copy the results to this execution's prefix, only while it still owns the job."""
         if not self._owner():
             raise ExecutionStopped("fenced out before publishing")
         for name in names:
             self.artifacts.put_file(self.prefix, name, self.work_dir / name)
 
     def _end(self, status: JobStatus, error: JobError | None, *, artifacts: list[str] | None = None,
-             progress: Progress | None = None) -> bool:
+             progress: Progress | None = None, result_prefix: str | None = None) -> bool:
         """The fenced final write; on success the execution's scratch and resume state go away."""
         ok = self.store.finish(self.job_id, self.token, status, error=error, artifacts=artifacts or (),
-                               progress=progress)
+                               progress=progress, result_prefix=result_prefix)
         if not ok:
             log.warning("job %s: result of execution %s refused (fenced out)", self.job_id, self.token[:8])
             return False

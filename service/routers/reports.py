@@ -1,6 +1,7 @@
 """A job's outputs: its report in four formats and every artifact, streamed from the artifact store.
 
-Artifacts live under `jobs/<job_id>/` in the store. Names are checked by core.artifacts.check_name
+Artifacts live under the prefix the job's winning execution published to
+(`jobs/<job_id>/result-<token>/`, recorded by its fenced finish). Names are checked by core.artifacts.check_name
 before anything else happens, so `../`, `%2e%2e` (decoded by the server before routing), absolute
 paths and hidden files are a 400 and never reach the file system.
 """
@@ -13,7 +14,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from core.artifacts import UnsafeName, check_name
-from core.jobs import JobStatus
+from core.jobs import JobRecord, JobStatus
 from service.auth import Tenant
 from service.deps import ArtifactsDep, StoreDep
 from service.errors import ApiError, error_responses, not_found
@@ -25,8 +26,9 @@ MEDIA_TYPES = {".json": "application/json", ".html": "text/html; charset=utf-8",
                ".md": "text/markdown; charset=utf-8", ".csv": "text/csv; charset=utf-8"}
 
 
-def job_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}"
+def result_prefix(record: JobRecord) -> str | None:
+    """Where the job's files are: the prefix its winning execution published under (None: none yet)."""
+    return record.result_prefix
 
 
 def _media_type(name: str) -> str:
@@ -42,8 +44,8 @@ def _stream(job_id: str, name: str, tenant: str, store: StoreDep, artifacts: Art
     record = store.get(job_id, tenant)
     if record is None:
         raise not_found("job", job_id)
-    prefix = job_prefix(job_id)
-    if not artifacts.exists(prefix, name):
+    prefix = result_prefix(record)
+    if prefix is None or not artifacts.exists(prefix, name):
         if record.status is not JobStatus.SUCCEEDED:
             state = "not finished yet" if not record.status.finished else "did not succeed"
             raise ApiError(409, "not_ready", f"job {job_id} is {record.status.value} ({state}): {name} "
@@ -86,11 +88,13 @@ def results_csv(job_id: str, tenant: Tenant, store: StoreDep, artifacts: Artifac
 @router.get("/artifacts", response_model=ArtifactList, summary="Every file the job stored, with sizes",
             responses=error_responses(401, 404))
 def list_artifacts(job_id: str, tenant: Tenant, store: StoreDep, artifacts: ArtifactsDep) -> ArtifactList:
-    if store.get(job_id, tenant) is None:
+    record = store.get(job_id, tenant)
+    if record is None:
         raise not_found("job", job_id)
-    prefix = job_prefix(job_id)
-    items = [Artifact(name=n, bytes=artifacts.size(prefix, n), url=f"/v1/jobs/{job_id}/artifacts/{n}")
-             for n in artifacts.list(prefix)]
+    prefix = result_prefix(record)
+    items = [] if prefix is None else [
+        Artifact(name=n, bytes=artifacts.size(prefix, n), url=f"/v1/jobs/{job_id}/artifacts/{n}")
+        for n in artifacts.list(prefix)]
     return ArtifactList(job=job_id, items=items)
 
 

@@ -192,16 +192,21 @@ def test_reports_artifacts_and_path_traversal(api: ApiServer, tmp_path: Path) ->
     job_id = client.post("/v1/jobs", json=_job()).json()["id"]
     assert "not finished yet" in _error(client.get(f"/v1/jobs/{job_id}/report"), 409)["message"]
 
-    # A worker's work, done by hand: artifacts in the store, then the fenced finish.
+    # A worker's work, done by hand: artifacts under its own prefix, then the fenced finish naming it.
     artifacts = api.artifacts()
+    token = store.start(job_id)
+    assert token is not None
+    prefix = f"jobs/{job_id}/result-{token}"
     for name, text in (("report.json", '{"kind": "compare"}'), ("report.html", "<html></html>"),
                        ("checkpoints/erm-seed0.safetensors", "x" * 100)):
         local = tmp_path / name.replace("/", "_")
         local.write_text(text)
-        artifacts.put_file(f"jobs/{job_id}", name, local)
+        artifacts.put_file(prefix, name, local)
+    # A superseded execution's files elsewhere under the job are never served.
+    (tmp_path / "stale.json").write_text('{"kind": "stale"}')
+    artifacts.put_file(f"jobs/{job_id}/result-stale", "report.json", tmp_path / "stale.json")
     (tmp_path / "secret.txt").write_text("secret")
-    token = store.start(job_id)
-    assert token is not None and store.finish(job_id, token, JobStatus.SUCCEEDED, artifacts=["report.json"])
+    assert store.finish(job_id, token, JobStatus.SUCCEEDED, artifacts=["report.json"], result_prefix=prefix)
 
     assert client.get(f"/v1/jobs/{job_id}/report").json() == {"kind": "compare"}
     html = client.get(f"/v1/jobs/{job_id}/report.html")

@@ -37,10 +37,15 @@ def test_compare_job_succeeds_with_artifacts_in_the_store(service: Service) -> N
     assert record.attempts == 1 and record.error is None and record.finished_at is not None
     expected = {"report.json", "report.md", "report.html", "results.csv",
                 "checkpoints/erm-seed0.safetensors", "checkpoints/doubleback-seed0.safetensors"}
-    assert set(record.artifacts) == expected
+    plots = {n for n in record.artifacts if n.startswith("plots/")}
+    assert set(record.artifacts) - plots == expected and "plots/robustness-linf.svg" in plots
     store = ArtifactStore(service.settings.artifact_root)
-    assert set(store.list(f"jobs/{job_id}")) == expected  # resume state discarded, nothing else left
-    report = json.loads(store.open(f"jobs/{job_id}", "report.json").read())
+    prefix = record.result_prefix
+    assert prefix is not None and prefix.startswith(f"jobs/{job_id}/result-")
+    assert set(store.list(prefix)) == set(record.artifacts)
+    # resume state discarded, nothing else left under the job
+    assert set(store.list(f"jobs/{job_id}")) == {f"{prefix.split('/', 2)[2]}/{n}" for n in record.artifacts}
+    report = json.loads(store.open(prefix, "report.json").read())
     assert {r["regularizer"] for r in report["runs"]} == {"erm", "doubleback"}
     assert not (service.settings.work_root / job_id).exists()  # scratch space cleaned up
     # The parent never loaded torch (DESIGN §5): only its work horses did.
@@ -89,4 +94,6 @@ def test_duplicate_delivery_leaves_one_result(service: Service) -> None:
     assert [e["status"] for e in events if e["event"] == "finished"] == ["succeeded"], events
     assert record.attempts == 1
     store = ArtifactStore(service.settings.artifact_root)
-    assert sorted(store.list(f"jobs/{job_id}")) == sorted(record.artifacts)
+    assert record.result_prefix is not None
+    own = record.result_prefix.split("/", 2)[2]  # result-<token>: the one result under the job
+    assert sorted(store.list(f"jobs/{job_id}")) == sorted(f"{own}/{n}" for n in record.artifacts)
