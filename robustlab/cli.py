@@ -273,6 +273,10 @@ app.command("submit")(client_commands.submit)
 app.command("status")(client_commands.status)
 app.command("report")(client_commands.report)
 
+from robustlab import gate_command  # noqa: E402  (torch-free; --local imports the science when it runs)
+
+app.command("gate")(gate_command.gate)
+
 
 from robustlab import worker_command  # noqa: E402  (torch-free; registered here, defined there)
 

@@ -25,10 +25,10 @@ DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 REPORT_FILES = ("report.json", "report.html", "report.md", "results.csv")
 
 ServerOption = Annotated[
-    str | None, typer.Option("--server", help=f"API URL [env ROBUSTLAB_URL; default {DEFAULT_URL}]")
+    str | None, typer.Option("--server", help=f"API URL (env ROBUSTLAB_URL; default {DEFAULT_URL})")
 ]
 KeyOption = Annotated[
-    str | None, typer.Option("--api-key", help="API key [env ROBUSTLAB_API_KEY; default: the key of `robustlab up`]")
+    str | None, typer.Option("--api-key", help="API key (env ROBUSTLAB_API_KEY; default: the key of `robustlab up`)")
 ]
 
 

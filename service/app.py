@@ -19,11 +19,12 @@ from core.artifacts import ArtifactStore
 from core.job_store import JobStore
 from core.jobs import JobRequest
 from core.settings import Settings, get_settings
+from service import dashboard
 from service.auth import KeyRing
 from service.deps import Services
 from service.errors import install_handlers
 from service.metrics import make_registry
-from service.routers import catalog, checkpoints, jobs, ops, reports
+from service.routers import catalog, checkpoints, jobs, ops, reports, specs
 from worker.queue import rq_connection
 
 logger = logging.getLogger(__name__)
@@ -79,13 +80,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       {"name": "reports", "description": "Reports and artifacts of a job"},
                       {"name": "checkpoints", "description": "Upload checkpoints for evaluate jobs"},
                       {"name": "catalog", "description": "What a spec may name"},
+                      {"name": "specs", "description": "Validate a spec without submitting it"},
                       {"name": "operations", "description": "Health, readiness, metrics (no API key)"},
                   ])
     app.state.services = services
     app.state.keyring = keyring
     app.state.metrics = make_registry(services)
     install_handlers(app)
-    for module in (jobs, reports, checkpoints, catalog, ops):
+    for module in (jobs, reports, checkpoints, catalog, specs, ops):
         app.include_router(module.router)
+    dashboard.mount(app)  # GET / and /dashboard/*: the web UI (service/dashboard)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -1,8 +1,16 @@
-"""A small typed HTTP client of the robustlab API: what the CLI (`submit`, `status`, `report`) uses.
+"""A small typed HTTP client of the robustlab API: what the CLI (`submit`, `status`, `report`, `gate`) uses.
+
+    with RobustlabClient("http://127.0.0.1:8000", api_key) as client:
+        job = client.submit(spec)                      # a dict, or a validated ExperimentSpec
+        done = client.wait(job["id"], on_progress=print)
+        report = client.fetch_report(job["id"])        # a core.reports.Report
 
 Torch-free and synchronous (httpx). Every failure is a `ClientError` carrying the server's own error
 message and the HTTP status (None when the server could not be reached), so callers print one
-line instead of a traceback.
+line instead of a traceback. A server that says "not now" (429 quota, 502/503/504) is retried with
+exponential backoff and jitter, waiting at least what its Retry-After asks, within `retry_for`
+seconds; submissions carry an Idempotency-Key, so a retried submit never creates a second job.
+See docs/client.md.
 """
 
 from __future__ import annotations
@@ -18,6 +26,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
+from pydantic import BaseModel, ValidationError
+
+from core.reports import Report
+from service.retry import RETRIED, Backoff, retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +89,19 @@ def _error_message(response: httpx.Response) -> str:
 
 
 class RobustlabClient:
-    """`RobustlabClient("http://127.0.0.1:8000", key)`; use it as a context manager or call close()."""
+    """`RobustlabClient("http://127.0.0.1:8000", key)`; use it as a context manager or call close().
+
+    `retry_for`: how many seconds in all a request keeps being retried while the server answers
+    429/502/503/504 (0: never retry). `sleep` is how the client waits (time.sleep; tests pass their own).
+    """
 
     def __init__(self, base_url: str, api_key: str, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, *, retry_for: float = 120.0,
+                 backoff: Backoff | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         self.base_url = base_url.rstrip("/")
+        self.retry_for = retry_for
+        self._backoff = backoff or Backoff(initial=1.0, cap=30.0)
+        self._sleep = sleep
         self._http = httpx.Client(
             base_url=self.base_url, timeout=timeout, transport=transport,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
@@ -99,13 +119,36 @@ class RobustlabClient:
     # --- plumbing ----------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from None
-        if response.status_code not in ok:
-            raise self._failed(response)
-        return response
+        return self._retrying(lambda: self._http.request(method, path, **kwargs), ok)
+
+    def _retrying(self, attempt: Callable[[], httpx.Response], ok: tuple[int, ...]) -> httpx.Response:
+        """Send (by calling `attempt`) until an answer in `ok`, a refusal, or the retry time is spent.
+
+        Only "not now" answers are retried; an unreachable server fails at once, since waiting
+        rarely brings back a server that is not running, and CI should say so quickly.
+        """
+        deadline = time.monotonic() + self.retry_for
+        backoff = Backoff(self._backoff.initial, self._backoff.factor, self._backoff.cap, self._backoff.jitter)
+        while True:
+            try:
+                response = attempt()
+            except httpx.TransportError as exc:
+                raise self._unreachable(exc) from None
+            if response.status_code in ok:
+                return response
+            if response.status_code not in RETRIED:
+                raise self._failed(response)
+            asked = retry_after(response)
+            delay = max(backoff.next(), asked or 0.0)  # never sooner than the server asked
+            if time.monotonic() + delay > deadline:
+                error = self._failed(response)
+                if self.retry_for <= 0:
+                    raise error
+                raise ClientError(f"{error.message} (not retried again: waiting {delay:.0f}s more would pass the "
+                                  f"client's retry_for of {self.retry_for:g}s)", error.status, error.body)
+            # A warning, so that a CLI user sees why nothing happens (Python prints it without logging set up).
+            logger.warning("%s: retrying in %.0fs", self._failed(response).message, delay)
+            self._sleep(delay)
 
     def _unreachable(self, exc: Exception) -> ClientError:
         if isinstance(exc, httpx.TimeoutException):
@@ -132,13 +175,19 @@ class RobustlabClient:
 
     # --- jobs --------------------------------------------------------------------------------------
 
-    def submit(self, spec: dict[str, Any], kind: str = "compare", checkpoint: str | None = None,
+    def submit(self, spec: dict[str, Any] | BaseModel, kind: str = "compare", checkpoint: str | None = None,
                idempotency_key: str | None = None) -> dict[str, Any]:
-        """POST /v1/jobs → {id, status, links}; the same idempotency key returns the same job."""
+        """POST /v1/jobs → {id, status, links}; the same idempotency key returns the same job.
+
+        Without a key one is made up, so that the retries of this call (after a 429 or 503) are
+        one submission: the server answers a replay with the job it created the first time.
+        """
+        if isinstance(spec, BaseModel):
+            spec = spec.model_dump(mode="json")
         body: dict[str, Any] = {"kind": kind, "spec": spec}
         if checkpoint is not None:
             body["checkpoint"] = checkpoint
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        headers = {"Idempotency-Key": idempotency_key or f"client-{uuid.uuid4()}"}
         result: dict[str, Any] = self._json(self._request("POST", "/v1/jobs", ok=(200, 201, 202), json=body,
                                                           headers=headers))
         return result
@@ -161,27 +210,28 @@ class RobustlabClient:
              timeout: float | None = None, interval: float = 0.25, max_interval: float = 3.0) -> dict[str, Any]:
         """Poll (with ETags) until the job has finished; return it. `on_progress` sees every change.
 
-        The interval grows while nothing changes and drops back when something does, so a long job
-        costs few requests and a progressing one is shown promptly.
+        The interval grows exponentially (with jitter, up to `max_interval`) while nothing changes
+        and drops back when something does, so a long job costs few requests (most of them cheap
+        304s) and a progressing one is shown promptly.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         job: dict[str, Any] | None = None
         etag: str | None = None
-        delay = interval
+        backoff = Backoff(initial=interval, factor=1.5, cap=max_interval)
         while True:
             fresh, etag = self.get(job_id, etag)
             if fresh is not None:
-                job, delay = fresh, interval
+                job = fresh
+                backoff.reset()
                 if on_progress is not None:
                     on_progress(job)
                 if job.get("status") in FINISHED:
                     return job
-            else:
-                delay = min(delay * 1.5, max_interval)
+            delay = backoff.next()
             if deadline is not None and time.monotonic() + delay > deadline:
                 status = job.get("status") if job else "unknown"
                 raise ClientError(f"job {job_id} did not finish within {timeout:g}s (status: {status})")
-            time.sleep(delay)
+            self._sleep(delay)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """POST /v1/jobs/{id}/cancel: a queued job is cancelled now, a running one at its next progress step."""
@@ -199,6 +249,14 @@ class RobustlabClient:
         """The finished job's report.json."""
         result: dict[str, Any] = self._json(self._request("GET", f"/v1/jobs/{job_id}/report"))
         return result
+
+    def fetch_report(self, job_id: str) -> Report:
+        """The finished job's report.json, validated: a `core.reports.Report`."""
+        try:
+            return Report.model_validate(self.report(job_id))
+        except ValidationError as exc:
+            raise ClientError(f"job {job_id}'s report.json does not match this client's report schema "
+                              f"({exc.error_count()} problems): upgrade robustlab") from None
 
     def artifacts(self, job_id: str) -> list[Any]:
         """GET /v1/jobs/{id}/artifacts: the names (or entries) a job stored."""
@@ -239,21 +297,34 @@ class RobustlabClient:
 
     # --- checkpoints -------------------------------------------------------------------------------
 
-    def upload_checkpoint(self, path: str | Path, architecture: str,
-                          params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """POST /v1/checkpoints (multipart, streamed from disk) → {id, sha256, bytes, architecture}."""
+    def upload_checkpoint(self, path: str | Path, architecture: str, params: dict[str, Any] | None = None, *,
+                          input_shape: list[int] | None = None, num_outputs: int | None = None) -> dict[str, Any]:
+        """POST /v1/checkpoints (multipart, streamed from disk) → {id, sha256, bytes, architecture}.
+
+        A .safetensors file saved by robustlab describes itself; a .pt state_dict also needs
+        `input_shape` and `num_outputs`. The server checks the file (safely) before accepting it.
+        """
         path = Path(path)
         data = {"architecture": architecture}
         if params is not None:
             data["params"] = json.dumps(params)
-        try:
-            handle = path.open("rb")
-        except OSError as exc:
-            raise ClientError(f"cannot read the checkpoint {path}: {exc.strerror or exc}") from None
-        with handle:
-            files = {"file": (path.name, handle, "application/octet-stream")}
-            result: dict[str, Any] = self._json(self._request("POST", "/v1/checkpoints", ok=(200, 201),
-                                                              data=data, files=files))
+        if input_shape is not None:
+            data["input_shape"] = json.dumps(input_shape)
+        if num_outputs is not None:
+            data["num_outputs"] = str(num_outputs)
+        if not path.is_file():
+            raise ClientError(f"cannot read the checkpoint {path}: no such file")
+
+        def attempt() -> httpx.Response:  # the file is opened anew for each attempt: a retry resends all of it
+            try:
+                handle = path.open("rb")
+            except OSError as exc:
+                raise ClientError(f"cannot read the checkpoint {path}: {exc.strerror or exc}") from None
+            with handle:
+                files = {"file": (path.name, handle, "application/octet-stream")}
+                return self._http.post("/v1/checkpoints", data=data, files=files)
+
+        result: dict[str, Any] = self._json(self._retrying(attempt, (200, 201)))
         return result
 
     # --- service -----------------------------------------------------------------------------------

@@ -124,8 +124,10 @@ async def upload_checkpoint(request: Request, tenant: Tenant, services: Services
             raise ApiError(503, "unavailable", "checking the checkpoint took too long: try again later",
                            headers={"Retry-After": "30"}) from None
         if not result.ok:
-            logger.info("rejected checkpoint upload from %s: %s", tenant, result.error)
-            raise ApiError(422, "invalid_checkpoint", result.error, problems=[("file", result.error)])
+            # The loader saw our temporary file; the user knows their own file name.
+            error = result.error.replace(str(upload.path), filename).replace(upload.path.name, filename)
+            logger.info("rejected checkpoint upload from %s: %s", tenant, error)
+            raise ApiError(422, "invalid_checkpoint", error, problems=[("file", error)])
         details = result.details or {}
         checkpoint_id = str(uuid.uuid4())
         stored_name = check_name(Path(filename).stem + ".safetensors" if details.get("converted") else filename)

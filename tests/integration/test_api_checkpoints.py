@@ -107,6 +107,7 @@ def test_pickle_payload_is_rejected_and_never_runs(api: ApiServer, tmp_path: Pat
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["type"] == "invalid_checkpoint" and "NOT executed" in error["message"]
+    assert "evil.pt" in error["message"] and "upload-" not in error["message"]  # the user's name, not ours
     assert not sentinel.exists()
     assert _stored(api) == before and _leftover_uploads(api) == []
 

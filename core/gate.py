@@ -1,0 +1,158 @@
+"""The CI gate's verdict: a report (and a baseline report) judged against a policy. Pure: no I/O.
+
+Every criterion is judged, even after one has failed, so that a CI run shows everything that is
+wrong at once. A criterion that cannot be judged (the report lacks a metric the policy names) is an
+error rather than a failure: the policy and the spec disagree, and exit code 2 says "fix the set-up"
+where 1 would say "the model got worse".
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from core.gate_policy import GatePolicy, RobustRequirement, same_eps
+from core.reports import RegularizerSummary, Report
+
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+
+class Criterion(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    required: float | str | None  # a float is a lower bound on an accuracy
+    actual: float | str | None
+    status: Literal["pass", "fail", "error"]
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    criteria: list[Criterion]
+    errors: list[str] = []  # problems that kept the gate from judging at all (exit 2)
+
+    @property
+    def all_errors(self) -> list[str]:
+        """The general errors and those of single criteria (a metric the report lacks)."""
+        return [*self.errors, *(f"{c.name}: {c.detail}" for c in self.criteria if c.status == "error")]
+
+    @property
+    def exit_code(self) -> int:
+        if self.all_errors:
+            return EXIT_ERROR
+        return EXIT_FAIL if any(c.status == "fail" for c in self.criteria) else EXIT_PASS
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code == EXIT_PASS
+
+
+def _metrics(entry: RegularizerSummary) -> list[tuple[str, str, float, float, str]]:
+    """(attack, norm, eps, mean accuracy, label) for every robust metric of a report entry."""
+    rows: list[tuple[str, str, float, float, str]] = [
+        (r.attack, r.norm, r.eps, r.mean, r.label or r.attack) for r in entry.robust_accuracy]
+    rows += [("worst_case", w.norm, w.eps, w.mean, "worst case") for w in entry.worst_case]
+    return rows
+
+
+def robust_value(entry: RegularizerSummary, want: RobustRequirement) -> tuple[float, str] | None:
+    """The accuracy the requirement names, and which attack gave it; None when the report lacks it.
+
+    Two attacks of one kind at one radius (e.g. PGD with 20 and with 100 steps) both count: the
+    lower accuracy, the stronger attack, is the one judged.
+    """
+    found = [(value, label) for attack, norm, eps, value, label in _metrics(entry)
+             if attack == want.attack and norm == want.norm and same_eps(eps, want.eps)]
+    return min(found) if found else None
+
+
+def evaluated(entry: RegularizerSummary) -> str:
+    """What the report does have, for an error message: `fgsm linf 0.1, pgd linf 0.1, worst_case linf 0.1`."""
+    names = dict.fromkeys(f"{attack} {norm} {eps:g}" for attack, norm, eps, _, _ in _metrics(entry))
+    return ", ".join(names) or "no attacks"
+
+
+def _entry(report: Report, what: str, name: str | None = None) -> RegularizerSummary:
+    """The one model a report judges; in a report of several, the one called `name`."""
+    if len(report.summary) == 1:
+        return report.summary[0]
+    matching = [s for s in report.summary if s.regularizer == name]
+    if len(matching) == 1:
+        return matching[0]
+    names = ", ".join(s.regularizer for s in report.summary) or "none"
+    raise ValueError(f"the {what} report has {len(report.summary)} models ({names}), and the gate judges one: "
+                     "use the report of one checkpoint (`robustlab evaluate` or an evaluate job)")
+
+
+def _at_least(name: str, value: float, minimum: float, detail: str = "") -> Criterion:
+    status: Literal["pass", "fail"] = "pass" if value >= minimum - 1e-12 else "fail"
+    return Criterion(name=name, required=minimum, actual=value, status=status, detail=detail)
+
+
+def _checks(report: Report) -> Criterion:
+    failed = [f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail"]
+    untrustworthy = [r.regularizer for r in report.runs if not r.trustworthy]
+    if untrustworthy and not failed:
+        failed.append(f"runs flagged untrustworthy: {', '.join(untrustworthy)}")
+    warned = [c.name for c in report.checks if c.status == "warn"]
+    detail = "; ".join(failed) if failed else f"{len(report.checks)} checks, none failed"
+    if warned:
+        detail += f"; warnings: {', '.join(warned)}"
+    return Criterion(name="validity checks", required="no check fails",
+                     actual=f"{len(failed)} failed" if failed else "all pass",
+                     status="fail" if failed else "pass", detail=detail)
+
+
+def _regressions(entry: RegularizerSummary, base: RegularizerSummary, policy: GatePolicy) -> list[Criterion]:
+    """Clean accuracy and every gated robust metric, each against the baseline's same metric."""
+    allowed = policy.max_regression or 0.0
+    pairs: list[tuple[str, float | None, float | None, str]] = [
+        ("regression clean_accuracy", entry.clean_accuracy.mean, base.clean_accuracy.mean, "")]
+    for want in policy.min_robust_accuracy:
+        now, before = robust_value(entry, want), robust_value(base, want)
+        pairs.append((f"regression {want.name.removeprefix('robust_accuracy ')}", now[0] if now else None,
+                      before[0] if before else None, f"the baseline evaluates: {evaluated(base)}"))
+    criteria = []
+    for name, now_value, base_value, missing in pairs:
+        if now_value is None:
+            continue  # already an error of its min_robust_accuracy criterion
+        if base_value is None:
+            criteria.append(Criterion(name=name, required=None, actual=now_value, status="error",
+                                      detail=f"the baseline lacks this metric; {missing}"))
+            continue
+        drop = base_value - now_value
+        detail = f"baseline {base_value:.4f}, drop {max(drop, 0.0):.4f}, allowed {allowed:g}"
+        criteria.append(_at_least(name, now_value, base_value - allowed, detail))
+    return criteria
+
+
+def judge(report: Report, policy: GatePolicy, baseline: Report | None = None) -> Verdict:
+    """Every criterion of the policy applied to the report (and to the baseline, for regressions)."""
+    try:
+        entry = _entry(report, "evaluated")
+        base = None if baseline is None else _entry(baseline, "baseline", entry.regularizer)
+    except ValueError as exc:
+        return Verdict(criteria=[], errors=[str(exc)])
+    criteria: list[Criterion] = []
+    if policy.min_clean_accuracy is not None:
+        criteria.append(_at_least("clean_accuracy", entry.clean_accuracy.mean, policy.min_clean_accuracy))
+    for want in policy.min_robust_accuracy:
+        found = robust_value(entry, want)
+        if found is None:
+            message = (f"the report has no {want.attack} {want.norm} eps={want.eps:g}: the spec evaluates "
+                       f"{evaluated(entry)}; add that attack and radius to the spec's evaluation, or change the policy")
+            criteria.append(Criterion(name=want.name, required=want.min, actual=None, status="error", detail=message))
+        else:
+            criteria.append(_at_least(want.name, found[0], want.min, f"attack {found[1]}"))
+    if policy.require_checks_pass:
+        criteria.append(_checks(report))
+    if base is not None:
+        criteria += _regressions(entry, base, policy)
+    return Verdict(criteria=criteria)

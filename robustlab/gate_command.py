@@ -1,0 +1,182 @@
+"""`robustlab gate`: evaluate a checkpoint and pass or fail it against a policy, for CI.
+
+Exit codes: 0 the policy is met, 1 it is not, 2 the gate could not judge (bad policy or spec,
+broken checkpoint, unreachable server, wrong key, failed job, a metric the report lacks). Every
+error is one line on stderr; the markdown summary goes to stdout (and is appended to
+$GITHUB_STEP_SUMMARY when that is set); --junit and --json write the same verdict for CI tools.
+
+Where it evaluates: --local runs `robustlab evaluate` in this process (torch is imported only
+then); --server URL (or ROBUSTLAB_URL) uploads the checkpoint and runs an evaluate job there.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from core.gate import Verdict, judge
+from core.gate_policy import JOB_ID, GatePolicy, PolicyError, load_policy, same_eps
+from core.reports import Report
+from core.specs import ExperimentSpec, SpecError, load_spec
+from robustlab.gate_output import GateRun, headline, junit_xml, markdown, verdict_json
+from robustlab.gate_server import GateError, checkpoint_metadata, evaluate_on_server, fetch_baseline
+
+
+def _one_line(problems: list[tuple[str, str]]) -> str:
+    return "; ".join(f"{path}: {message}" if path else message for path, message in problems)
+
+
+def _policy(path: Path) -> GatePolicy:
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        raise GateError(f"bad policy {path}: {_one_line(exc.problems)}") from None
+
+
+def _spec(path: Path) -> ExperimentSpec:
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        raise GateError(f"bad spec {path}: {_one_line([(p.path, p.message) for p in exc.problems])}") from None
+
+
+def unevaluated(policy: GatePolicy, spec: ExperimentSpec) -> list[str]:
+    """Requirements the spec's evaluation cannot produce: found before minutes of evaluation, not after."""
+    radii = [(a.kind, a.norm, eps) for a in spec.evaluation.attacks for eps in a.eps]
+    missing = []
+    for want in policy.min_robust_accuracy:
+        kinds = {k for k, _, _ in radii} if want.attack == "worst_case" else {want.attack}
+        if not any(k in kinds and n == want.norm and same_eps(e, want.eps) for k, n, e in radii):
+            missing.append(f"{want.attack} {want.norm} eps={want.eps:g}")
+    return missing
+
+
+def _baseline(policy: GatePolicy, override: str | None, policy_file: Path,
+              server: str | None, api_key: str | None) -> tuple[Report | None, str | None]:
+    """The baseline report: --baseline (a path relative to here), else the policy's (relative to the
+    policy file, so the policy means the same from any directory); a job id is fetched from the server."""
+    source = (override or policy.baseline or "").strip()
+    if not source:
+        return None, None
+    if policy.max_regression is None:  # only --baseline can get here: the policy checks its own pair
+        raise GateError(f"--baseline needs max_regression in the policy {policy_file} (the absolute drop allowed, "
+                        "e.g. 0.02; 0 allows none)")
+    if JOB_ID.match(source.lower()):
+        return fetch_baseline(server, api_key, source), f"job {source}"
+    path = Path(source)
+    if override is None and not path.is_absolute():
+        path = policy_file.parent / path
+    try:
+        return Report.model_validate_json(path.read_bytes()), str(path)
+    except OSError as exc:
+        raise GateError(f"cannot read the baseline report {path}: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        raise GateError(f"the baseline {path} is not a robustlab report.json ({exc.error_count()} problems, "
+                        f"first: {exc.errors()[0]['msg']})") from None
+
+
+def _evaluate_locally(spec: ExperimentSpec, checkpoint: Path, out: Path) -> Report:
+    from robustlab.compare_command import run_evaluate  # torch from here on
+
+    try:
+        return run_evaluate(spec, checkpoint, out, None, Console(stderr=True))
+    except (ValueError, RuntimeError, OSError, KeyError) as exc:  # CheckpointError, DatasetError, device, disk
+        text = str(exc).strip().strip("'\"")
+        raise GateError(f"evaluating {checkpoint} failed: {text.splitlines()[0] if text else type(exc).__name__}"
+                        ) from None
+
+
+def _write(path: Path, text: str, *, append: bool = False) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a" if append else "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise GateError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _emit(verdict: Verdict, run: GateRun, junit: Path | None, json_out: Path | None) -> None:
+    summary = markdown(verdict, run)
+    typer.echo(summary)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        _write(Path(step_summary), summary + "\n", append=True)
+    if junit is not None:
+        _write(junit, junit_xml(verdict, run))
+    if json_out is not None:
+        _write(json_out, verdict_json(verdict, run))
+
+
+def _judge(run: GateRun, policy_file: Path, checkpoint: Path, spec_file: Path, server: str | None,
+           api_key: str | None, out: Path | None, baseline: str | None, timeout: float | None) -> Verdict:
+    policy, spec = _policy(policy_file), _spec(spec_file)
+    run.spec_name = spec.name
+    missing = unevaluated(policy, spec)
+    if missing:
+        attacks = ", ".join(f"{a.kind} {a.norm} {a.eps}" for a in spec.evaluation.attacks)
+        raise GateError(f"the policy asks for {', '.join(missing)}, which the spec {spec_file} does not evaluate "
+                        f"(it evaluates {attacks}): add them to its evaluation.attacks, or change the policy")
+    if not checkpoint.is_file():
+        raise GateError(f"checkpoint {checkpoint} does not exist or is not a file: check the path")
+    base, run.baseline = _baseline(policy, baseline, policy_file, server, api_key)
+    if run.mode == "server":
+        checkpoint_metadata(checkpoint)  # a broken file is reported here, before anything is uploaded
+        report, run.job_id, run.report_location = evaluate_on_server(
+            server, api_key, checkpoint, spec, out, timeout)
+    else:
+        with tempfile.TemporaryDirectory(prefix="robustlab-gate-") as scratch:
+            report = _evaluate_locally(spec, checkpoint, out or Path(scratch))
+        if out is None:
+            typer.echo("(those files were in a temporary directory, now removed: --out DIR keeps them)", err=True)
+        run.report_location = str((out / "report.html").resolve()) if out else None
+    run.report = report
+    return judge(report, policy, base)
+
+
+def gate(
+    policy_file: Annotated[Path, typer.Option("--policy", metavar="POLICY.yaml", help="What must be reached.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", metavar="FILE", help="A .safetensors checkpoint.")],
+    spec_file: Annotated[Path, typer.Option("--spec", metavar="SPEC.yaml", help="Dataset and attacks to evaluate.")],
+    server: Annotated[str | None, typer.Option("--server", metavar="URL", help="Evaluate on this robustlab API "
+                                               "(or env ROBUSTLAB_URL; with neither: --local)")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Evaluate in this process (needs torch).")] = False,
+    junit: Annotated[Path | None, typer.Option("--junit", metavar="FILE", help="Write JUnit XML here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Write the verdict as JSON.")]
+    = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="API key (or env ROBUSTLAB_API_KEY).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Keep report.json/.html/.md here "
+                                             "(a later run's baseline).")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", metavar="REPORT|JOB_ID", help="Override the "
+                                                 "policy's baseline (a path relative to here, or a job id).")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Server: give up waiting after this many s.")]
+    = None,
+) -> None:
+    """Evaluate a checkpoint and check it against a policy: exit 0 pass, 1 fail, 2 error (CI gate)."""
+    started = time.monotonic()
+    server = server or (None if local else os.environ.get("ROBUSTLAB_URL") or None)
+    run = GateRun(mode="server" if server else "local", checkpoint=str(checkpoint), server=server)
+    try:
+        if local and server:
+            raise GateError("--local and --server exclude each other: choose where to evaluate")
+        typer.echo(f"robustlab gate: evaluating {checkpoint.name} "
+                   f"{'on ' + server if server else 'locally'} ...", err=True)
+        verdict = _judge(run, policy_file, checkpoint, spec_file, server, api_key, out, baseline, timeout)
+    except GateError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        verdict = Verdict(criteria=[], errors=[str(exc)])
+    run.seconds = time.monotonic() - started
+    try:
+        _emit(verdict, run, junit, json_out)
+    except GateError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(headline(verdict), err=True)
+    raise typer.Exit(verdict.exit_code)
+

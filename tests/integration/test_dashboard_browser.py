@@ -1,0 +1,323 @@
+"""The dashboard in headless Chromium (Selenium) against `robustlab up` on loopback.
+
+Needs Debian's chromium and chromedriver (`apt-get install -y chromium chromium-driver`); skipped
+with that command as the reason when either is missing. Selenium Manager is never asked for
+anything: the driver path is given explicitly and SE_OFFLINE is set, so nothing is downloaded.
+
+Screenshots go to $ROBUSTLAB_SCREENSHOTS (else a temporary directory); with
+ROBUSTLAB_UPDATE_DOCS_SCREENSHOTS=1 the ones the user guide shows are copied to docs/img/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from service.client import RobustlabClient
+from service.schemas import EXAMPLE_SPEC
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
+DOC_SHOTS = {"signin-refused", "jobs", "job-report", "spec-error", "phone-jobs"}
+
+if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+    pytest.skip(f"headless Chromium not installed ({CHROMIUM} or {CHROMEDRIVER} missing): run `{INSTALL}`",
+                allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium missing: pip install -e '.[dev]'")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@dataclass
+class Up:
+    url: str
+    key: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """`robustlab up` with one worker; every process of its tree is killed at the end."""
+    tmp = tmp_path_factory.mktemp("dashboard")
+    port, log = _free_port(), tmp / "up.log"
+    prefix = f"rltest:dash{port}:"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROBUSTLAB_")}
+    env.update(ROBUSTLAB_KEY_PREFIX=prefix, ROBUSTLAB_QUEUE=prefix.strip(":").replace(":", "-"),
+               ROBUSTLAB_DEVICE="cpu", OMP_NUM_THREADS="1")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "robustlab.cli", "up", "--port", str(port), "--workers", "1",
+             "--data-dir", str(tmp / "data"), "--grace", "3"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    seen: set[psutil.Process] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while "robustlab is up" not in log.read_text(errors="replace"):
+            assert process.poll() is None, f"`robustlab up` exited:\n{log.read_text(errors='replace')}"
+            assert time.monotonic() < deadline, f"`robustlab up` not ready:\n{log.read_text(errors='replace')}"
+            time.sleep(0.2)
+        key = (tmp / "data" / "api-keys").read_text().strip().split(":", 1)[1]
+        seen.update(psutil.Process(process.pid).children(recursive=True))
+        yield Up(f"http://127.0.0.1:{port}", key, process, log)
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            seen.update(psutil.Process(process.pid).children(recursive=True))
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        for child in seen:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = Path(os.environ.get("ROBUSTLAB_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    yield folder
+    if os.environ.get("ROBUSTLAB_UPDATE_DOCS_SCREENSHOTS") == "1":
+        for name in DOC_SHOTS:
+            if (folder / f"{name}.png").exists():
+                shutil.copyfile(folder / f"{name}.png", REPO / "docs" / "img" / f"dashboard-{name}.png")
+
+
+@pytest.fixture(scope="module")
+def browser(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch_module.setenv("SE_OFFLINE", "true")  # Selenium Manager must not go online
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,900", "--hide-scrollbars", "--disable-extensions", "--no-first-run"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
+    driver.set_script_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def _wait(driver: Any, condition: Any, what: str, timeout: float = 15) -> Any:
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, message=f"waiting for {what}")
+
+
+def _css(driver: Any, selector: str, timeout: float = 15) -> Any:
+    return _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, selector), selector, timeout)
+
+
+def _shot(driver: Any, folder: Path, name: str, height: int | None = None) -> None:
+    """The window as a PNG; `height` makes the window that tall for this one shot."""
+    if height:
+        driver.set_window_size(1280, height)
+        driver.execute_script("window.scrollTo(0, 0)")
+    try:
+        driver.save_screenshot(str(folder / f"{name}.png"))
+    finally:
+        if height:
+            driver.set_window_size(1280, 900)
+
+
+def _sign_in(driver: Any, up: Up) -> None:
+    driver.get(f"{up.url}/#/signin")
+    driver.execute_script("sessionStorage.setItem('robustlab.apiKey', arguments[0])", up.key)
+    driver.get(f"{up.url}/#/jobs")
+    _css(driver, "#job-list")
+
+
+def _set_editor(driver: Any, text: str) -> None:
+    driver.execute_script("const t = document.getElementById('spec-editor'); t.value = arguments[0];"
+                          "t.dispatchEvent(new Event('input', {bubbles: true}));", text)
+
+
+def _overflow(driver: Any) -> int:
+    return int(driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth"))
+
+
+def test_a_wrong_key_is_refused_and_the_right_one_signs_in(browser: Any, up: Up, shots: Path) -> None:
+    browser.get(up.url + "/")
+    key_field = _css(browser, "#api-key")  # not signed in: the router sends us to sign-in
+    assert browser.current_url.endswith("#/signin")
+    key_field.send_keys("not-the-key-0123456789")
+    browser.find_element(By.CSS_SELECTOR, "#signin-form button[type=submit]").click()
+    refused = _wait(browser, lambda d: "refused" in d.find_element(By.ID, "signin-message").text and
+                    d.find_element(By.ID, "signin-message"), "the refusal")
+    assert "wrong API key" in refused.text
+    assert browser.execute_script("return sessionStorage.getItem('robustlab.apiKey')") is None
+    assert browser.current_url.endswith("#/signin")
+    _shot(browser, shots, "signin-refused")
+
+    key_field.clear()
+    key_field.send_keys(up.key)
+    browser.find_element(By.CSS_SELECTOR, "#signin-form button[type=submit]").click()
+    _css(browser, "#job-list")
+    assert browser.current_url.endswith("#/jobs")
+    assert browser.execute_script("return localStorage.getItem('robustlab.apiKey')") is None  # not remembered
+    assert up.key not in browser.current_url
+    browser.find_element(By.ID, "sign-out").click()
+    _css(browser, "#api-key")
+    assert browser.execute_script("return sessionStorage.getItem('robustlab.apiKey')") is None
+
+
+def test_a_bad_spec_shows_its_error_at_the_line_and_the_picker_adds_a_regularizer(
+        browser: Any, up: Up, shots: Path) -> None:
+    _sign_in(browser, up)
+    browser.get(f"{up.url}/#/submit")
+    _css(browser, "#load-example").click()
+    _wait(browser, lambda d: "Valid" in d.find_element(By.ID, "spec-status").text, "the example to validate")
+    example = browser.find_element(By.ID, "spec-editor").get_attribute("value")
+    line = next(n for n, text in enumerate(example.splitlines(), 1) if "kind: double_backprop" in text)
+    _set_editor(browser, example.replace("kind: double_backprop", "kind: double_backprp"))
+
+    problem = _css(browser, '#spec-problems li[data-path="regularizers[1].kind"]')
+    assert problem.get_attribute("data-line") == str(line)
+    assert "did you mean 'double_backprop'" in problem.text and f"line {line}" in problem.text
+    marked = browser.find_element(By.CSS_SELECTOR, f'.gutter span[data-line="{line}"]')
+    assert "bad" in marked.get_attribute("class") and "double_backprop" in marked.get_attribute("title")
+    assert browser.find_elements(By.CSS_SELECTOR, f'.mark[data-line="{line}"]')
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".gutter span.bad")) == 1
+    assert browser.find_element(By.ID, "spec-editor").get_attribute("aria-invalid") == "true"
+    _shot(browser, shots, "spec-error")
+    browser.find_element(By.ID, "submit-job").click()  # refused in the browser: the spec is invalid
+    time.sleep(0.3)
+    assert browser.current_url.endswith("#/submit")
+
+    _set_editor(browser, example)
+    _wait(browser, lambda d: "Valid" in d.find_element(By.ID, "spec-status").text, "the fixed spec to validate")
+    picker = _css(browser, "#regularizer-pick")
+    browser.execute_script("arguments[0].value = 'jacobian'; arguments[0].dispatchEvent(new Event('change'))",
+                           picker)
+    browser.find_element(By.ID, "add-regularizer").click()
+    _wait(browser, lambda d: "3 regularizers" in d.find_element(By.ID, "spec-status").text, "the added regularizer")
+    assert 'kind: "jacobian"' in browser.find_element(By.ID, "spec-editor").get_attribute("value")
+
+
+def test_a_submitted_job_goes_live_to_its_report(browser: Any, up: Up, shots: Path, tmp_path: Path) -> None:
+    _sign_in(browser, up)
+    browser.get(f"{up.url}/#/submit")
+    _css(browser, "#load-example").click()
+    _wait(browser, lambda d: "Valid" in d.find_element(By.ID, "spec-status").text, "the example to validate")
+    browser.find_element(By.ID, "submit-job").click()
+    _wait(browser, lambda d: re.search(r"#/jobs/[0-9a-f-]{36}$", d.current_url), "the job page")
+    job_id = browser.current_url.rsplit("/", 1)[1]
+
+    # The list, live: the row goes from queued/running to succeeded without a reload.
+    browser.get(f"{up.url}/#/jobs")
+    row = f'.job-row[data-id="{job_id}"]'
+    seen: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):  # the row is redrawn between the two reads
+            state = (browser.find_element(By.CSS_SELECTOR, row).get_attribute("data-status"),
+                     browser.find_element(By.CSS_SELECTOR, f"{row} [role=progressbar]").get_attribute("aria-valuenow"))
+            if not seen or seen[-1] != state:
+                seen.append(state)
+                if state[0] == "running":  # the last one, the furthest along, stays
+                    _shot(browser, shots, "jobs")
+            if state[0] in ("succeeded", "failed", "cancelled"):
+                break
+        time.sleep(0.1)
+    assert seen and seen[-1] == ("succeeded", "100"), (seen, up.log.read_text(errors="replace")[-3000:])
+    assert any(status in ("queued", "running") for status, _ in seen), seen  # it was watched, not just found
+    if not (shots / "jobs.png").exists():
+        _shot(browser, shots, "jobs")
+
+    browser.find_element(By.CSS_SELECTOR, f"{row} a.job-link").click()
+    _css(browser, "#job-summary .status-succeeded")
+    frame = _css(browser, "#report-frame", timeout=20)
+    assert frame.get_attribute("sandbox") == "allow-same-origin"  # no scripts in the report
+    artifacts = _css(browser, "#artifacts").text
+    assert "report.json" in artifacts and "results.csv" in artifacts
+    browser.switch_to.frame(frame)
+    try:
+        rows = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "table#comparison tr.regularizer-row"),
+                     "the comparison table")
+        assert sorted(r.find_element(By.CSS_SELECTOR, "td").text.split()[0] for r in rows) == ["doubleback", "erm"]
+        assert browser.find_elements(By.CSS_SELECTOR, "svg.robustness-curve")
+        assert browser.find_elements(By.CSS_SELECTOR, ".badge")
+    finally:
+        browser.switch_to.default_content()
+    _wait(browser, lambda d: int(d.find_element(By.ID, "report-frame").size["height"]) > 600, "the frame to fit")
+    _shot(browser, shots, "job-report", height=1500)
+
+    # A download goes through fetch with the key, not a link with the key in it.
+    text = browser.execute_async_script(
+        "const done = arguments[1]; import('/dashboard/api.js').then((api) => api.request(arguments[0], {json: false}))"
+        ".then((r) => r.text()).then(done, (e) => done('ERROR ' + e.message))", f"/v1/jobs/{job_id}/report")
+    assert '"summary"' in text
+
+    # Upload one of its checkpoints through the form; then a file that is no checkpoint.
+    checkpoint = tmp_path / "erm-seed0.safetensors"
+    with RobustlabClient(up.url, up.key) as client:
+        client.download(job_id, "checkpoints/erm-seed0.safetensors", checkpoint)
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint at all")
+    browser.get(f"{up.url}/#/submit")
+    _css(browser, "#ckpt-arch option[value=mlp]")
+    browser.find_element(By.ID, "ckpt-params").send_keys('{"hidden": [16]}')
+    for path, expected in ((checkpoint, "Checkpoint accepted"), (tmp_path / "broken.pt", "NOT executed")):
+        browser.find_element(By.ID, "ckpt-file").send_keys(str(path))
+        browser.find_element(By.CSS_SELECTOR, "#upload button[type=submit]").click()
+        result = _wait(browser, lambda d, e=expected: e in d.find_element(By.ID, "upload-result").text and
+                       "Uploading" not in d.find_element(By.ID, "upload-result").text and
+                       d.find_element(By.ID, "upload-result"), "the upload's answer", timeout=30)
+        if path == checkpoint:
+            assert re.fullmatch(r"[0-9a-f-]{36}", result.find_element(By.ID, "ckpt-id").text)
+        else:
+            alert = result.find_element(By.CSS_SELECTOR, "[role=alert]")  # the server's words, and no id
+            assert "weights_only=True" in alert.text and not result.find_elements(By.ID, "ckpt-id")
+
+
+def test_the_job_list_fits_a_phone(browser: Any, up: Up, shots: Path) -> None:
+    with RobustlabClient(up.url, up.key) as client:
+        if not client.list_jobs(limit=1)["items"]:
+            client.submit(EXAMPLE_SPEC)  # run alone: give the list a row
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
+    try:
+        _sign_in(browser, up)
+        _css(browser, ".job-row")
+        assert browser.execute_script("return window.innerWidth") == 390
+        assert _overflow(browser) <= 0, "the job list scrolls sideways on a phone"
+        _shot(browser, shots, "phone-jobs")
+        browser.find_element(By.CSS_SELECTOR, ".job-row a.job-link").click()
+        _css(browser, "#job-summary")
+        assert _overflow(browser) <= 0, "the job page scrolls sideways on a phone"
+        browser.get(f"{up.url}/#/submit")
+        _css(browser, "#spec-editor")
+        assert _overflow(browser) <= 0, "the submit page scrolls sideways on a phone"
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
