@@ -24,7 +24,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from robustlab.embedded_redis import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,18 +53,13 @@ TINY_SPEC: dict[str, Any] = {
 FINISHED = {"succeeded", "failed", "cancelled"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 class Up:
     """`robustlab up` in a subprocess on a free port with a scratch data directory."""
 
     def __init__(self, workers: int, log: Path) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="robustlab-bench-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         prefix = f"rlbench:{uuid.uuid4().hex[:8]}:"
         env = {**os.environ, "ROBUSTLAB_KEY_PREFIX": prefix, "ROBUSTLAB_QUEUE": prefix.rstrip(":"),

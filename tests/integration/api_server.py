@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from rq import Queue
 from core.artifacts import ArtifactStore
 from core.job_store import JobStore
 from core.settings import Settings
+from robustlab.embedded_redis import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TENANTS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
@@ -35,11 +35,6 @@ TENANTS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
 def key_of(tenant: str) -> str:
     return f"test-key-{tenant}-0123456789"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -5,7 +5,6 @@ real Redis) with no worker, so that submitted jobs stay queued; and against no s
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from typer.testing import CliRunner
 
 from core.settings import Settings
 from robustlab.cli import app
+from robustlab.embedded_redis import free_port
 from service.app import create_app
 from service.client import ClientError, RobustlabClient
 
@@ -34,17 +34,12 @@ SPEC = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def server(redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[str]:
     settings = Settings(redis_url=redis_url, key_prefix=key_prefix, queue=key_prefix.rstrip(":"),
                         data_dir=tmp_path, api_keys=f"alpha:{KEY},beta:{OTHER_KEY}")
-    port = _free_port()
+    port = free_port()
     uv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
@@ -96,7 +91,7 @@ def test_server_errors_carry_status_and_message(server: str) -> None:
 
 
 def test_unreachable_server_is_a_clear_error() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with RobustlabClient(url, KEY, timeout=2) as client, pytest.raises(ClientError) as unreachable:
         client.submit(SPEC)
     assert unreachable.value.status is None
@@ -113,7 +108,7 @@ def test_cli_exit_codes_and_one_line_errors(server: str, tmp_path: Path) -> None
     result = runner.invoke(app, ["status", job_id, "--server", server, "--api-key", KEY])
     assert result.exit_code == 0 and f"{job_id}: queued" in result.output
 
-    nobody = f"http://127.0.0.1:{_free_port()}"
+    nobody = f"http://127.0.0.1:{free_port()}"
     for args, code, words in [
         (["status", job_id, "--server", nobody, "--api-key", KEY], 2, "cannot reach the robustlab server"),
         (["status", job_id, "--server", server, "--api-key", "wrong-key-0123456789"], 1, "HTTP 401"),

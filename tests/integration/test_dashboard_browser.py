@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import psutil
 import pytest
 
+from robustlab.embedded_redis import free_port
 from service.client import RobustlabClient
 from service.schemas import EXAMPLE_SPEC
 
@@ -54,17 +54,12 @@ class Up:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     """`robustlab up` with one worker; every process of its tree is killed at the end."""
     tmp = tmp_path_factory.mktemp("dashboard")
-    port, log = _free_port(), tmp / "up.log"
+    port, log = free_port(), tmp / "up.log"
     prefix = f"rltest:dash{port}:"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROBUSTLAB_")}
     env.update(ROBUSTLAB_KEY_PREFIX=prefix, ROBUSTLAB_QUEUE=prefix.strip(":").replace(":", "-"),

@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from robustlab.cli import app
+from robustlab.embedded_redis import free_port
 from robustlab.processes import descendants
 from service.client import RobustlabClient
 
@@ -40,11 +41,6 @@ SPEC = {
                                {"kind": "pgd", "norm": "linf", "eps": [0.1], "steps": 3}]},
 }
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:
@@ -87,7 +83,7 @@ class Up:
 
 @pytest.fixture
 def up(tmp_path: Path, key_prefix: str) -> Iterator[Up]:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -169,10 +165,10 @@ def test_up_refuses_a_port_in_use(tmp_path: Path, key_prefix: str) -> None:
 
 
 def test_up_says_when_redis_url_does_not_answer(tmp_path: Path, key_prefix: str) -> None:
-    env = {**_env(key_prefix), "REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0"}
+    env = {**_env(key_prefix), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     env.pop("ROBUSTLAB_REDIS_URL", None)
     result = subprocess.run(
-        [sys.executable, "-m", "robustlab.cli", "up", "--port", str(_free_port()), "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "robustlab.cli", "up", "--port", str(free_port()), "--data-dir", str(tmp_path)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert "does not answer" in result.stderr and "unset both" in result.stderr
@@ -199,7 +195,7 @@ def test_up_demo_runs_the_spec_and_saves_its_report(tmp_path: Path, key_prefix: 
 
     spec_file = tmp_path / "demo.yaml"
     spec_file.write_text(yaml.safe_dump(SPEC), encoding="utf-8")
-    port, log = _free_port(), tmp_path / "up.log"
+    port, log = free_port(), tmp_path / "up.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "robustlab.cli", "up", "--port", str(port), "--data-dir", str(tmp_path / "data"),
