@@ -291,8 +291,8 @@ def render(
     """Redraw every report file (tables, HTML page, CSV, standalone SVG charts) from a report.json."""
     from pydantic import ValidationError
 
-    from core.report_files import write_report
     from core.reports import Report
+    from reports.files import write_report
 
     try:
         report = Report.model_validate_json(report_file.read_bytes())

@@ -11,11 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from core.report_files import write_report
 from core.reports import Report
 from core.specs import ExperimentSpec
 from models.evaluation.compare import compare, evaluate_checkpoint
 from models.training.loop import ProgressCallback, ProgressEvent
+from reports.files import write_report
 
 
 def _progress(console: Console) -> Progress:

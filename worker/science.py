@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.report_files import write_report
 from core.specs.experiment import ExperimentSpec
 from models.evaluation.compare import compare, evaluate_checkpoint
+from reports.files import write_report
 from worker.progress import ProgressReporter
 
 

@@ -16,12 +16,12 @@ from torch import nn
 
 from core.reports import Check, Cost, Report, RunReport
 from core.specs.experiment import ExperimentSpec
-from core.statistics import summarize
 from models.datasets import load_dataset
 from models.datasets.base import DatasetBundle
 from models.evaluation.evaluate import evaluate_model
 from models.training.experiment import train_experiment
 from models.training.loop import ProgressCallback
+from reports.statistics import summarize
 
 log = logging.getLogger(__name__)
 

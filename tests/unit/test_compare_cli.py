@@ -67,7 +67,7 @@ def test_evaluate_rejects_a_broken_checkpoint_in_one_line(tmp_path: Path) -> Non
 
 
 def test_render_redraws_every_file_from_a_report_json(tmp_path: Path) -> None:
-    from core.report_files import write_report
+    from reports.files import write_report
     from tests.unit.test_report_render import make_report
 
     write_report(make_report(), tmp_path / "first")

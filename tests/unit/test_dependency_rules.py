@@ -1,6 +1,6 @@
 """The dependency rule of DESIGN §4, checked twice: statically by import-linter, and by importing.
 
-core, service and the CLI never import torch; models never imports Redis, RQ, HTTP, worker or
+core, reports, service and the CLI never import torch; models never imports Redis, RQ, HTTP, worker or
 service. The static check reads every import statement (including lazy ones inside functions);
 the dynamic one catches what it cannot see (imports through third-party packages, importlib).
 """
@@ -62,24 +62,28 @@ def test_contracts_state_the_rule() -> None:
     }
     assert {"torch", "models", "worker", "service"} <= forbidden["core"]
     assert {"torch", "torchattacks", "models"} <= forbidden["service"]
+    assert {"torch", "models", "worker", "service", "robustlab", "redis"} <= forbidden["reports"]
+    assert "reports" in forbidden["core"]  # core is the ground: reports sits on it, never below it
     assert {"redis", "rq", "fastapi", "worker", "service"} <= forbidden["models"]
 
 
 def test_contracts_catch_a_violation(tmp_path: Path) -> None:
     """A copy of core with a forbidden import, and a service that imports the science, must break."""
     shutil.copytree(REPO / "core", tmp_path / "core", ignore=shutil.ignore_patterns("__pycache__"))
-    for package in ("models", "worker", "service", "robustlab"):
+    for package in ("reports", "models", "worker", "service", "robustlab"):
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("", encoding="utf-8")
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     (tmp_path / "core" / "specs" / "sneaky.py").write_text("def f():\n    import torch\n", encoding="utf-8")
     (tmp_path / "service" / "app.py").write_text("import models\n", encoding="utf-8")
     (tmp_path / "models" / "queue.py").write_text("import redis\n", encoding="utf-8")
+    (tmp_path / "reports" / "plots.py").write_text("import torch\n", encoding="utf-8")
     result = _run_lint_imports(tmp_path, pythonpath=tmp_path)
     assert result.returncode != 0, result.stdout
-    for contract in ("core is torch-free", "service never imports torch", "models has no Redis"):
+    for contract in ("core is torch-free", "reports is torch-free", "service never imports torch",
+                     "models has no Redis"):
         assert f"{contract}" in result.stdout, result.stdout
-    assert "3 broken" in result.stdout, result.stdout
+    assert "4 broken" in result.stdout, result.stdout
 
 
 # --- dynamic: what importing actually loads --------------------------------------------------------
@@ -102,9 +106,10 @@ sys.meta_path.insert(0, Watch)
 """
 
 
-def test_core_service_and_cli_do_not_import_torch() -> None:
+def test_core_reports_service_and_cli_do_not_import_torch() -> None:
     result = _python(_WATCH.format(watched=["torch", "torchattacks", "torchvision", "models"]) + """
 import core, core.enums, core.specs, core.catalog, service, robustlab.cli
+import reports, reports.files, reports.html_page, reports.plots, reports.render, reports.statistics
 from core import catalog
 from core.specs import load_spec
 from robustlab.cli import app

@@ -8,10 +8,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from core.report_plots import nice_ticks
-from core.report_render import CSV_COLUMNS, fmt_eps, metric_label, render_csv, render_html, render_markdown
 from core.reports import AttackAccuracy, Check, Cost, Report, RunReport, Sensitivity, WorstCase
-from core.statistics import summarize, worst_case_metric
+from reports.plots import nice_ticks
+from reports.render import CSV_COLUMNS, fmt_eps, metric_label, render_csv, render_html, render_markdown
+from reports.statistics import summarize, worst_case_metric
 
 LINF = [2 / 255, 4 / 255, 8 / 255]
 L2 = [0.25, 0.5]
@@ -228,7 +228,7 @@ def test_renderers_are_deterministic(renderer: object) -> None:
 
 
 def test_chart_colours_stay_distinct_beyond_the_palette() -> None:
-    from core.report_plots import color
+    from reports.plots import color
 
     colours = [color(i) for i in range(64)]  # ExperimentSpec allows up to 64 regularizers
     assert len(set(colours)) == len(colours)

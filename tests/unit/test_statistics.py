@@ -1,4 +1,4 @@
-"""core.statistics: the Student-t routines against table values, describe, the paired test, summarize."""
+"""reports.statistics: the Student-t routines against table values, describe, the paired test, summarize."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 
 from core.reports import AttackAccuracy, Check, Cost, RunReport, WorstCase
-from core.statistics import (
+from reports.statistics import (
     betainc,
     describe,
     paired_t_test,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.report_html import figures
-from core.report_render import render_csv, render_html, render_markdown
 from core.reports import Report
+from reports.html_page import figures
+from reports.render import render_csv, render_html, render_markdown
 
 
 def write_report(report: Report, out_dir: Path) -> list[Path]:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from html import escape
 
-from core.report_plots import Bar, Series, color, hbar_chart, line_chart
-from core.report_render import (
+from core.reports import Check, Report, Stat, WorstCaseStat
+from reports.plots import Bar, Series, color, hbar_chart, line_chart
+from reports.render import (
     NORM_LABELS,
     column_label,
     environment_items,
@@ -27,8 +28,7 @@ from core.report_render import (
     worst_accuracy,
     worst_columns,
 )
-from core.reports import Check, Report, Stat, WorstCaseStat
-from core.statistics import describe
+from reports.statistics import describe
 
 SENSITIVITY_MEASURES = (
     ("input_gradient_norm", "Input-gradient norm ‖∇ₓℓ‖₂"),

@@ -1,7 +1,7 @@
 """Render a `Report` as Markdown (for a PR comment or a terminal) and CSV (for a notebook).
 
 Each renderer is a pure function of the report, so the CLI, the worker and the dashboard produce
-byte-identical files from the same report.json. The HTML page lives in `core.report_html`; the
+byte-identical files from the same report.json. The HTML page lives in `reports.html_page`; the
 number and label formatting it shares with the Markdown lives here.
 """
 
@@ -235,7 +235,7 @@ def render_csv(report: Report) -> str:
 
 
 def render_html(report: Report) -> str:
-    """The self-contained HTML page (see `core.report_html`), importable from here with the others."""
-    from core.report_html import render_html as _render_html  # late: report_html imports this module
+    """The self-contained HTML page (see `reports.html_page`), importable from here with the others."""
+    from reports.html_page import render_html as _render_html  # late: report_html imports this module
 
     return _render_html(report)
