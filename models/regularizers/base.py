@@ -21,6 +21,7 @@ class Batch:
     x: Tensor  # B×… inputs in [0, 1]
     y: Tensor  # B labels (int64) or B×K regression targets
     dydx: Tensor | None = None  # B×D exact target gradients (regression sets that have them)
+    index: Tensor | None = None  # B positions of the samples in the training set (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -55,3 +56,10 @@ class Regularizer(ABC):
     def weight_decay(self, default: float) -> float:
         """The optimizer's weight decay for this run (the `weight_decay` kind overrides it)."""
         return default
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """State carried from one step to the next (saved with the training state for exact resume)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor], device: torch.device) -> None:
+        """Restore what `state_dict` returned (an empty dict: start afresh)."""

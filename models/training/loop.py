@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -84,6 +85,43 @@ def resident_bytes() -> int:
         return 0
 
 
+# Datasets up to this size (or a quarter of the free GPU memory, whichever is less) are moved to
+# the GPU once per run, so a step gathers its batch on the device instead of copying it over.
+PRELOAD_MAX_BYTES = 2 * 2**30
+
+
+def _on_device(data: DatasetBundle, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The training tensors, on `device` when they already are or fit comfortably; else where they are."""
+    tensors = (data.x_train, data.y_train, data.dydx_train)
+    if device.type == "cpu" or data.x_train.device == device:
+        return tensors
+    size = sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    limit = PRELOAD_MAX_BYTES
+    if device.type == "cuda":
+        limit = min(limit, torch.cuda.mem_get_info(device)[0] // 4)
+    if size > limit:
+        return tensors
+    x, y, dydx = (None if t is None else t.to(device) for t in tensors)
+    assert x is not None and y is not None
+    return x, y, dydx
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device`: no copy when it is there already; pinned and asynchronous from the CPU to a GPU."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[object]:
+    """bf16 autocast on `device` when `enabled` (CPU autocast needs a bf16-capable CPU to be fast)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def fit(
     model: nn.Module,
     regularizer: Regularizer,
@@ -96,24 +134,35 @@ def fit(
     spec_hash: str = "",
     progress: ProgressCallback | None = None,
     stop_after_epoch: int | None = None,
+    progress_seconds: float = 1.0,
+    amp: bool | None = None,
 ) -> FitResult:
     """Train `model` in place with `regularizer`'s objective; checkpoint after every epoch.
 
     With `state_path`, the state is saved after each epoch and, when one from the same spec is
     there, training resumes after its last finished epoch with identical results (same sample
-    order, random draws and optimizer state). `stop_after_epoch` ends early (tests of resume).
+    order, random draws, optimizer and regularizer state). `stop_after_epoch` ends early (tests of resume).
+
+    The loop does not wait for the device on every step: losses are summed on the device and read
+    back (one host sync) after the first step, then at most every `progress_seconds` and at each
+    epoch's end; `progress` is called at those syncs with the means since the previous one
+    (`progress_seconds=0`: every step). `amp`: bf16 autocast; None follows `training.amp`, which
+    applies on CUDA only; True also turns it on for the CPU (tests, bf16-capable CPUs).
     """
     model.to(device).train()
     optimizer = build_optimizer(model.parameters(), training, regularizer.weight_decay(training.weight_decay))
     generator = torch.Generator(device=device).manual_seed(seed + 7919)  # regularizer randomness
     n = data.x_train.shape[0]
+    x_train, y_train, dydx_train = _on_device(data, device)
     steps_per_epoch = -(-n // training.batch_size)
     total_steps = training.epochs * steps_per_epoch
-    amp = training.amp and device.type == "cuda"
+    use_amp = (training.amp and device.type == "cuda") if amp is None else amp
     # Back-propagate into the weights only: penalties make the inputs a leaf that requires grad,
     # and accumulating an unused gradient there costs an extra input-gradient pass per graph.
     weights = [p for p in model.parameters() if p.requires_grad]
     result = FitResult(model)
+    # MPS has no float64; elsewhere the epoch sums are float64 so long epochs lose nothing.
+    sum_dtype = torch.float32 if device.type == "mps" else torch.float64
 
     start_epoch, step = 0, 0
     state = load_state(state_path, spec_hash) if state_path is not None else None
@@ -121,6 +170,7 @@ def fit(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         restore_rng(state, generator)
+        regularizer.load_state_dict(state.get("regularizer", {}), device)
         start_epoch, step = state["epoch"], state["step"]
         result.history = [EpochRecord(**h) for h in state["history"]]
         result.resumed_from_epoch = start_epoch
@@ -132,20 +182,22 @@ def fit(
     steps_run, started = 0, time.perf_counter()
     peak_rss = resident_bytes()
     for epoch in range(start_epoch + 1, last_epoch + 1):
-        order = _epoch_order(n, seed, epoch)
-        sums = torch.zeros(3, dtype=torch.float64)  # loss, task loss, penalty (summed over steps)
-        epoch_start = time.perf_counter()
+        order = _epoch_order(n, seed, epoch).to(x_train.device)  # one small copy per epoch
+        sums = torch.zeros(3, dtype=sum_dtype, device=device)  # loss, task loss, penalty (summed over steps)
+        reported = torch.zeros(3, dtype=sum_dtype)  # the sums at the last sync (host)
+        reported_step, last_sync = 0, time.perf_counter()
+        epoch_start = last_sync
         for i in range(steps_per_epoch):
             idx = order[i * training.batch_size : (i + 1) * training.batch_size]
             batch = Batch(
-                x=data.x_train[idx].to(device, non_blocking=True),  # B×C×H×W (or B×D)
-                y=data.y_train[idx].to(device, non_blocking=True),  # B (labels) or B×K (targets)
-                dydx=None if data.dydx_train is None else data.dydx_train[idx].to(device),
+                x=_to(x_train[idx], device),  # B×C×H×W (or B×D)
+                y=_to(y_train[idx], device),  # B (labels) or B×K (targets)
+                dydx=None if dydx_train is None else _to(dydx_train[idx], device),
+                index=idx,  # positions in the training set (per-sample regularizer state)
             )
             lr = training.lr * lr_factor(training, step, total_steps)
             set_lr(optimizer, lr)
-            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-            with autocast:
+            with autocast_context(device, use_amp):
                 objective = regularizer.objective(model, batch, generator)
             optimizer.zero_grad(set_to_none=True)
             torch.autograd.backward(objective.loss, inputs=weights)
@@ -154,28 +206,31 @@ def fit(
             optimizer.step()
             step += 1
             steps_run += 1
-            if device.type != "cuda":
+            sums += torch.stack([objective.loss.detach(), objective.task_loss, objective.penalty]).to(sum_dtype)
+            if device.type == "cpu":
                 peak_rss = max(peak_rss, resident_bytes())
-            values = torch.stack([objective.loss.detach(), objective.task_loss, objective.penalty])
-            sums += values.double().cpu()
-            if progress is not None:
-                elapsed = time.perf_counter() - epoch_start
-                loss, task_loss, penalty = values.tolist()
+            now = time.perf_counter()
+            last = i + 1 == steps_per_epoch
+            if progress is not None and (last or i == 0 or now - last_sync >= progress_seconds):
+                current = sums.to("cpu", copy=True)  # the host sync: waits for the queued steps
+                loss, task_loss, penalty = ((current - reported) / (i + 1 - reported_step)).tolist()
+                reported, reported_step, last_sync = current, i + 1, time.perf_counter()
                 progress(ProgressEvent(
                     epoch, training.epochs, i + 1, steps_per_epoch, loss, task_loss, penalty,
-                    min(n, (i + 1) * training.batch_size) / max(elapsed, 1e-9), lr,
+                    min(n, (i + 1) * training.batch_size) / max(last_sync - epoch_start, 1e-9), lr,
                 ))
+        mean = (sums.to("cpu", copy=True) / steps_per_epoch).tolist()  # the epoch's sync
         seconds = time.perf_counter() - epoch_start
-        mean = (sums / steps_per_epoch).tolist()
         record = EpochRecord(epoch, mean[0], mean[1], mean[2], seconds, n / max(seconds, 1e-9))
         result.history.append(record)
-        if not all(map(torch.isfinite, torch.tensor(mean))):
+        if not all(map(math.isfinite, mean)):
             raise FloatingPointError(
                 f"training diverged in epoch {epoch} (loss {mean[0]}): lower lr or the penalty weight"
             )
         if state_path is not None:
             save_state(state_path, model=model, optimizer=optimizer, generator=generator, epoch=epoch,
-                       step=step, history=result.history, spec_hash=spec_hash)
+                       step=step, history=result.history, spec_hash=spec_hash,
+                       regularizer=regularizer.state_dict())
         log.info("epoch %d/%d loss %.4f penalty %.4g (%.1fs)", epoch, training.epochs, mean[0], mean[2], seconds)
 
     result.seconds = time.perf_counter() - started

@@ -27,6 +27,7 @@ def save_state(
     step: int,
     history: list[Any],
     spec_hash: str,
+    regularizer: dict[str, Any] | None = None,
 ) -> None:
     """Atomically write the state after `epoch` epochs (1-based count of finished epochs)."""
     state = {
@@ -40,6 +41,7 @@ def save_state(
         "cpu_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "history": [asdict(h) for h in history],
+        "regularizer": regularizer or {},  # per-sample state some regularizers carry across steps
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

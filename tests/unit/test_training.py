@@ -110,12 +110,27 @@ def test_penalties_lower_the_quantity_they_target_on_held_out_data(digits) -> No
 
 def test_progress_reports_every_step_up_to_completion(digits) -> None:
     events = []
-    _train(digits, NoRegularizer(name="erm", kind="none"), epochs=2, progress=events.append)
+    _train(digits, NoRegularizer(name="erm", kind="none"), epochs=2, progress=events.append, progress_seconds=0.0)
     steps = math.ceil(400 / 32)
     assert len(events) == 2 * steps
     assert events[-1].fraction == pytest.approx(1.0)
     assert all(e.samples_per_second > 0 and math.isfinite(e.loss) for e in events)
     assert [e.fraction for e in events] == sorted(e.fraction for e in events)
+
+
+def test_progress_comes_from_few_syncs_with_the_means_since_the_last(digits) -> None:
+    """By default the loop reads the device back after the first step, then about once a second
+    and at each epoch's end: on this quick run that is 2 events per epoch, whose means make up the epoch's."""
+    events = []
+    training = TrainingSpec(epochs=2, batch_size=32, optimizer="adam", lr=3e-3)
+    result = fit(_model(digits, 0), build_regularizer(NoRegularizer(name="erm", kind="none"), Task.CLASSIFICATION),
+                 digits, training, seed=0, device=CPU, progress=events.append, progress_seconds=3600.0)
+    steps = math.ceil(400 / 32)
+    assert [(e.epoch, e.step) for e in events] == [(1, 1), (1, steps), (2, 1), (2, steps)]
+    for epoch in (1, 2):
+        first, rest = (e for e in events if e.epoch == epoch)
+        mean = (first.loss + rest.loss * (steps - 1)) / steps
+        assert mean == pytest.approx(result.history[epoch - 1].loss, rel=1e-9)
 
 
 @pytest.mark.parametrize(
