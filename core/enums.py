@@ -35,6 +35,7 @@ class DatasetName(StrEnum):
     FASHION_MNIST = "fashion_mnist"
     CIFAR10 = "cifar10"
     NPZ = "npz"
+    UPLOAD = "upload"
     SYNTHETIC = "synthetic"
     FUNCTION_REGRESSION = "function_regression"
 
@@ -44,6 +45,8 @@ class AttackKind(StrEnum):
     PGD = "pgd"
     AUTOATTACK = "autoattack"
     SQUARE = "square"
+    APGD = "apgd"
+    SUITE = "suite"
 
 
 class Norm(StrEnum):

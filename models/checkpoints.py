@@ -204,7 +204,20 @@ def _read_torch(path: Path) -> dict[str, Tensor]:
     return dict(obj)
 
 
-def _check_state(state: dict[str, Tensor], expected: Mapping[str, Tensor], name: str, what: str) -> None:
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """The tensors of a `.safetensors` file or a `.pt`/`.pth` state_dict (weights_only), unchecked."""
+    path = Path(path)
+    _check_file(path)
+    suffix = path.suffix.lower()
+    if suffix == SAFETENSORS_SUFFIX:
+        return _read_safetensors(path, tensors=True)[0]
+    if suffix in TORCH_SUFFIXES:
+        return _read_torch(path)
+    raise CheckpointError(f"{path.name}: unknown weights file type {suffix or '(no suffix)'!r}; "
+                          "use .safetensors (preferred) or a .pt/.pth state_dict")
+
+
+def check_state(state: dict[str, Tensor], expected: Mapping[str, Tensor], name: str, what: str) -> None:
     """Keys, shapes, dtypes and finiteness, before anything is copied into the model."""
     for key, tensor in expected.items():  # BatchNorm counters are optional in foreign files
         if key.endswith("num_batches_tracked") and key not in state:
@@ -309,7 +322,7 @@ def load_model(
             data = [fill] * expected[key].numel() if values is None else values
             state[key] = torch.tensor(data, dtype=torch.float32).reshape(expected[key].shape)
     what = f"{arch} {validated.model_dump()}, input_shape {tuple(shape)}, {given['num_outputs']} outputs"
-    _check_state(state, expected, path.name, what)
+    check_state(state, expected, path.name, what)
 
     model = model.to_empty(device=device)  # every tensor is then overwritten by the checked state
     model.load_state_dict(state, strict=True)

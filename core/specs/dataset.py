@@ -51,6 +51,23 @@ class NpzDataset(_Split):
     path: Path = Field(description="path of the .npz file")
 
 
+UPLOAD_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+UploadId = Annotated[str, Field(
+    pattern=UPLOAD_ID_PATTERN, description="the id that POST /v1/datasets (robustlab upload dataset) returned",
+)]
+
+
+class UploadedDataset(_Split):
+    """A .npz the tenant uploaded to the service (POST /v1/datasets), referenced by its id.
+
+    The same arrays and checks as `npz` (x_test/y_test, optionally x_train/y_train); the service
+    resolves the id within the tenant, so specs sent over HTTP never name a server path.
+    """
+
+    name: Literal["upload"]
+    id: UploadId
+
+
 class SyntheticDataset(_Split):
     """Seeded synthetic classification sets, inputs scaled to [0, 1]."""
 
@@ -96,6 +113,6 @@ class FunctionRegressionDataset(_Split):
 
 
 DatasetSpec = Annotated[
-    DigitsDataset | ImageFileDataset | NpzDataset | SyntheticDataset | FunctionRegressionDataset,
+    DigitsDataset | ImageFileDataset | NpzDataset | UploadedDataset | SyntheticDataset | FunctionRegressionDataset,
     Field(discriminator="name"),
 ]

@@ -2,12 +2,13 @@
 
 import hashlib
 import json
+import re
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
 from core.specs.base import FieldError, Spec
-from core.specs.dataset import DatasetSpec
+from core.specs.dataset import UPLOAD_ID_PATTERN, DatasetSpec
 from core.specs.evaluation import EvaluationSpec
 from core.specs.model import ModelSpec
 from core.specs.regularizers import RegularizerSpec, RunName, Sobolev
@@ -46,9 +47,10 @@ class ExperimentSpec(Spec):
                     f"regularizers[{names.index(name)}]: rename one",
                     "regularizers", index, "name",
                 )
-        if self.dataset.name in VECTOR_DATASETS and self.model.architecture in CONV_ARCHITECTURES:
+        architecture = getattr(self.model, "architecture", None)  # None: a user's own model file
+        if self.dataset.name in VECTOR_DATASETS and architecture in CONV_ARCHITECTURES:
             raise FieldError(
-                f"architecture {self.model.architecture!r} needs images, but dataset "
+                f"architecture {architecture!r} needs images, but dataset "
                 f"{self.dataset.name!r} gives vectors: use architecture 'mlp'",
                 "model", "architecture",
             )
@@ -77,10 +79,11 @@ class ExperimentSpec(Spec):
                     "which only function_regression has: name another run or a checkpoint",
                     *where,
                 )
-        elif teacher not in names and not teacher.endswith(CHECKPOINT_SUFFIXES):
+        elif teacher not in names and not teacher.endswith(CHECKPOINT_SUFFIXES) and not is_upload_id(teacher):
             raise FieldError(
                 f"sobolev run {reg.name!r}: teacher {teacher!r} is neither a run of this spec "
-                f"({', '.join(names)}) nor a checkpoint path ending in {', '.join(CHECKPOINT_SUFFIXES)}",
+                f"({', '.join(names)}), an uploaded model id, nor a checkpoint path ending in "
+                f"{', '.join(CHECKPOINT_SUFFIXES)}",
                 *where,
             )
 
@@ -121,6 +124,11 @@ class ExperimentSpec(Spec):
     def spec_hash(self) -> str:
         """sha256 of the canonical JSON of the validated spec (defaults filled in)."""
         return spec_hash(self)
+
+
+def is_upload_id(value: str) -> bool:
+    """Whether a string is an upload id (a UUID as POST /v1/models or /v1/datasets return it)."""
+    return re.fullmatch(UPLOAD_ID_PATTERN, value) is not None
 
 
 def spec_hash(spec: Spec) -> str:

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 from pydantic.fields import FieldInfo
 
 from core.specs.base import FieldError
 from core.specs.experiment import ExperimentSpec
+from core.specs.model import MODEL_FORMATS
 from core.specs.yaml_reading import YamlProblem, read_yaml
 
 
@@ -67,6 +68,15 @@ def _unwrap(annotation: Any) -> tuple[Any, str | None, str | None]:
     return annotation, discriminator, description
 
 
+def _tag(member: Any) -> str | None:
+    """The `Tag` of a member of a union with a callable discriminator (the model section's `format`)."""
+    if get_origin(member) is Annotated:
+        for meta in get_args(member)[1:]:
+            if isinstance(meta, Tag):
+                return meta.tag
+    return None
+
+
 def _members(annotation: Any) -> list[Any]:
     if get_origin(annotation) in (Union, types.UnionType):
         return [m for m in get_args(annotation) if m is not type(None)]
@@ -105,6 +115,10 @@ def _locate(loc: tuple[int | str, ...]) -> _Place:
         discriminator, description = inner or discriminator, about or description
         members = _members(annotation)
         if len(members) > 1 and isinstance(item, str):
+            tagged = [m for m in members if _tag(m) == item]
+            if tagged:
+                annotation, discriminator = tagged[0], None
+                continue
             if discriminator is not None:
                 chosen = [m for m in members if item in _tags(m, discriminator)]
             else:  # a smart-mode union labels a branch by its class name, e.g. `...[..., Normalization]`
@@ -176,6 +190,14 @@ def _problem(error: Any) -> Problem:
             return Problem(path, f"required field is missing: add it, one of {_quoted(tags)}")
         tag = str(ctx.get("tag"))
         return Problem(path, f"unknown {name} {tag!r}: {_did_you_mean(tag, tags)}use one of {_quoted(tags)}")
+    if kind == "invalid_model_format":  # the model section's callable discriminator (core.specs.model)
+        place = _locate(loc)
+        if not isinstance(got, dict):
+            return Problem(place.path, f"must be a mapping of fields, e.g. {{architecture: mlp}}{_got(got)}")
+        fmt = str(got.get("format"))
+        return Problem(f"{place.path}.format", f"unknown model format {fmt!r}: {_did_you_mean(fmt, list(MODEL_FORMATS))}"
+                       f"use one of {_quoted(list(MODEL_FORMATS))}, or leave `format` out and name a registry "
+                       "`architecture`")
     if kind == "value_error" and isinstance(ctx.get("error"), FieldError):
         loc = loc + ctx["error"].loc
     place = _locate(loc)

@@ -1,8 +1,15 @@
-"""Model specs: a registry architecture and its validated parameters (a union on `architecture`)."""
+"""Model specs: a registry architecture with validated parameters, or a user's own model file.
 
-from typing import Annotated, Literal
+A section without `format` is one of our registry architectures (a union on `architecture`), as
+always. `format: onnx | timm | torchvision` describes a model the user brings (an ONNX graph, or a
+timm / torchvision architecture by name with safetensors weights) together with its input
+conventions; attacks and ε always live in [0, 1] pixel space and a wrapper maps inputs to what
+the model expects (DESIGN §6).
+"""
 
-from pydantic import Field, field_validator, model_validator
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from core.specs.base import FieldError, Spec
 
@@ -112,10 +119,131 @@ class WideResNetModel(_Model):
     params: WideResNetParams = Field(default_factory=WideResNetParams)
 
 
-ModelSpec = Annotated[
+RegistryModelSpec = Annotated[
     MLPModel | LeNet5Model | CNNSmallModel | ResNet18Model | WideResNetModel,
     Field(discriminator="architecture"),
 ]
+
+ModelFormat = Literal["onnx", "timm", "torchvision"]
+MODEL_FORMATS: tuple[str, ...] = ("onnx", "timm", "torchvision")
+Dimension = Annotated[int, Field(ge=1, le=65_536)]
+
+
+class _UserModel(Spec):
+    """A model the user brings: the file holds the weights, this section its input conventions."""
+
+    input_shape: list[Dimension] = Field(
+        min_length=1, max_length=3,
+        description="one sample as the model takes it, e.g. [3, 32, 32] (NCHW) or [32, 32, 3] (NHWC) or [64]",
+    )
+    num_classes: int = Field(ge=2, le=100_000, description="number of classes the model outputs")
+    layout: Literal["nchw", "nhwc"] = Field(
+        "nchw", description="channel order the model takes; the dataset's C×H×W images are transposed to it"
+    )
+    input_range: tuple[float, float] = Field(
+        (0.0, 1.0), description="value range the model expects, e.g. [0, 255]; attacks and ε stay in [0, 1]"
+    )
+    mean: list[float] | None = Field(
+        None, min_length=1, max_length=64,
+        description="per-channel mean the model expects, applied after scaling to input_range",
+    )
+    std: list[Annotated[float, Field(gt=0)]] | None = Field(
+        None, min_length=1, max_length=64, description="per-channel std (> 0), applied with mean"
+    )
+    outputs: Literal["logits", "probabilities"] = Field(
+        "logits", description="what the model returns: logits, or probabilities (softmax already applied)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent_conventions(self) -> "_UserModel":
+        low, high = self.input_range
+        if not low < high:
+            raise FieldError(f"input_range {[low, high]} must be [low, high] with low < high, e.g. [0, 255]",
+                             "input_range")
+        if (self.mean is None) != (self.std is None):
+            raise FieldError("give both mean and std, or neither", "std" if self.std is None else "mean")
+        if self.mean is not None and self.std is not None:
+            if len(self.mean) != len(self.std):
+                raise FieldError(f"mean has {len(self.mean)} values and std {len(self.std)}: "
+                                 "give one of each per channel", "std")
+            channels = self.channels
+            if len(self.mean) not in (1, channels):
+                raise FieldError(f"mean/std have {len(self.mean)} values but the model takes {channels} "
+                                 "channel(s): give 1 value or one per channel", "mean")
+        if self.layout == "nhwc" and len(self.input_shape) != 3:
+            raise FieldError(f"layout nhwc needs an image input_shape [H, W, C], got {self.input_shape}",
+                             "layout")
+        return self
+
+    @property
+    def channels(self) -> int:
+        """Channels of one sample (1 for vectors)."""
+        if len(self.input_shape) != 3:
+            return 1
+        return self.input_shape[2] if self.layout == "nhwc" else self.input_shape[0]
+
+    @property
+    def image_shape(self) -> list[int]:
+        """The input shape in robustlab's own C×H×W order (vectors unchanged)."""
+        if self.layout == "nhwc":
+            height, width, channels = self.input_shape
+            return [channels, height, width]
+        return list(self.input_shape)
+
+
+class OnnxModel(_UserModel):
+    """An ONNX graph (protobuf: reading it runs no code), converted to a differentiable torch module."""
+
+    format: Literal["onnx"]
+
+
+ModelName = Annotated[str, Field(
+    min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+    description="an architecture name of the installed library, e.g. resnet18",
+)]
+
+
+class TimmModel(_UserModel):
+    """A timm architecture by name (built with pretrained=False), weights from a safetensors/.pt state_dict."""
+
+    format: Literal["timm"]
+    name: ModelName
+
+
+class TorchvisionModel(_UserModel):
+    """A torchvision classification architecture by name, weights from a safetensors/.pt state_dict."""
+
+    format: Literal["torchvision"]
+    name: ModelName
+
+
+UserModelSpec = OnnxModel | TimmModel | TorchvisionModel
+
+
+def model_format(value: Any) -> str:
+    """The tag of a model section: its `format`, or 'registry' when it has none (our architectures)."""
+    if isinstance(value, dict):
+        return str(value.get("format", "registry"))
+    return str(getattr(value, "format", "registry"))
+
+
+ModelSpec = Annotated[
+    Annotated[RegistryModelSpec, Tag("registry")]
+    | Annotated[OnnxModel, Tag("onnx")]
+    | Annotated[TimmModel, Tag("timm")]
+    | Annotated[TorchvisionModel, Tag("torchvision")],
+    Discriminator(
+        model_format,
+        custom_error_type="invalid_model_format",
+        custom_error_message="unknown model format: use onnx, timm or torchvision, or leave `format` out and "
+        "name a registry `architecture`",
+    ),
+]
+
+
+def is_user_model(model: object) -> bool:
+    """Whether a validated model section describes a user's own model file (not a registry architecture)."""
+    return isinstance(model, OnnxModel | TimmModel | TorchvisionModel)
 
 # Which params class belongs to which architecture (catalog listings, checkpoint metadata).
 ARCHITECTURE_PARAMS: dict[str, type[Spec]] = {

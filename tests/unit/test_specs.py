@@ -173,7 +173,7 @@ BAD_INPUTS: list[tuple[str, Callable[[Data], Any], str, list[str]]] = [
      "seed", ["unknown field 'seed'", "did you mean 'seeds'"]),
     ("missing-dataset", lambda d: d.pop("dataset"), "dataset", ["required field is missing"]),
     ("missing-teacher", lambda d: d["regularizers"][9].pop("teacher"),
-     "regularizers[9].teacher", ["required field is missing", "run name, checkpoint path"]),
+     "regularizers[9].teacher", ["required field is missing", "run name, uploaded model id"]),
     ("missing-kind", lambda d: d["regularizers"][3].pop("kind"),
      "regularizers[3].kind", ["required field is missing", "'datagrad_l1'"]),
     ("duplicate-run-names", lambda d: d["regularizers"][4].update(name="spectreg"),
