@@ -97,7 +97,9 @@ class BaselineComparison(_Model):
     metric: str  # "clean" or "worst_case:<norm>:<eps>"
     difference: float  # mean of (this − baseline) over paired seeds
     p_value: float | None  # paired t-test, two-sided (None below 2 pairs or zero variance)
-    significant: bool  # p < 0.05
+    # Holm–Bonferroni adjusted over every comparison of the report (None: no test, or an older report)
+    p_adjusted: float | None = None
+    significant: bool  # adjusted p < 0.05 (raw p < 0.05 in reports made before the correction)
 
 
 class RegularizerSummary(_Model):

@@ -10,6 +10,7 @@ from core.reports import AttackAccuracy, Check, Cost, RunReport, WorstCase
 from reports.statistics import (
     betainc,
     describe,
+    holm,
     paired_t_test,
     summarize,
     t_cdf,
@@ -153,3 +154,19 @@ def test_summarize_pairs_only_shared_seeds_and_handles_missing_baseline() -> Non
     assert all(s.vs_baseline == [] for s in summarize(_runs(), "absent"))
     single = summarize([_run("ckpt", 0, 0.9, (0.1, 0.2), ratio=None)], None)[0]
     assert single.clean_accuracy.ci95 is None and single.step_time_ratio_to_baseline is None
+
+
+def test_holm_adjusts_and_keeps_order() -> None:
+    # m = 4: sorted 0.01, 0.02, 0.03, 0.5 → 0.04, max(0.04, 0.06), max(0.06, 0.06), max(0.06, 0.5)
+    assert holm([0.03, None, 0.01, 0.5, 0.02]) == pytest.approx([0.06, None, 0.04, 0.5, 0.06])  # type: ignore[arg-type]
+    assert holm([]) == [] and holm([None]) == [None]
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_summarize_corrects_for_multiple_comparisons() -> None:
+    _, dbp = summarize(_runs(), "erm")
+    raw = [c.p_value for c in dbp.vs_baseline]
+    assert [c.p_adjusted for c in dbp.vs_baseline] == pytest.approx(holm(raw))  # type: ignore[arg-type]
+    for c in dbp.vs_baseline:
+        assert c.p_adjusted is not None and c.p_value is not None and c.p_adjusted >= c.p_value
+        assert c.significant == (c.p_adjusted < 0.05)
