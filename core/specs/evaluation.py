@@ -50,6 +50,47 @@ class PGDAttack(_Attack):
     restarts: int = Field(1, ge=1, le=100)
     random_start: bool = True
 
+    @model_validator(mode="after")
+    def _reaches_the_ball(self) -> "PGDAttack":
+        # A fixed step that cannot cover the radius is not an attack at that radius: from x, the
+        # iterates never reach the ball's surface, so PGD is weaker than one FGSM step there.
+        if self.step_size is not None and self.steps * self.step_size < max(self.eps):
+            far = [e for e in self.eps if self.steps * self.step_size < e]
+            raise FieldError(
+                f"steps × step_size = {self.steps} × {self.step_size:g} = {self.steps * self.step_size:g} "
+                f"is smaller than eps {', '.join(f'{e:g}' for e in far)}: PGD cannot reach the ball's "
+                "surface there; leave step_size out (default 2.5·eps/steps per radius) or raise steps",
+                "step_size",
+            )
+        return self
+
+
+class APGDAttack(_Attack):
+    """APGD (Croce & Hein 2020): PGD with momentum and the step-size schedule that halves the step
+    at checkpoints where the loss stalls; cross-entropy, or the scale-invariant DLR loss, optionally
+    targeted at the `targets` most likely wrong classes (APGD-T), each run on survivors only."""
+
+    kind: Literal["apgd"]
+    loss: Literal["ce", "dlr"] = "ce"
+    steps: int = Field(100, ge=1, le=10_000)
+    restarts: int = Field(1, ge=1, le=100)
+    targets: int = Field(0, ge=0, le=999, description="0: untargeted; k: targeted DLR on the top-k classes")
+    rho: float = Field(0.75, gt=0.0, le=1.0, description="checkpoint threshold of the step-size schedule")
+
+    @model_validator(mode="after")
+    def _targeted_is_dlr(self) -> "APGDAttack":
+        if self.targets and self.loss != "dlr":
+            raise FieldError("targeted APGD (targets > 0) uses the targeted DLR loss: set loss: dlr", "loss")
+        return self
+
+
+class SuiteSpec(_Attack):
+    """A named attack suite run as one entry. `standard`: as strong as AutoAttack standard at a
+    fraction of its cost (APGD-CE, then targeted APGD-DLR and a Square control on survivors)."""
+
+    kind: Literal["suite"]
+    name: Literal["standard"] = "standard"
+
 
 class AutoAttackSpec(_Attack):
     """AutoAttack (Croce & Hein 2020): the parameter-free ensemble of APGD, FAB and Square."""
@@ -65,20 +106,29 @@ class SquareAttack(_Attack):
     queries: int = Field(1000, ge=1, le=100_000)
 
 
-AttackSpec = Annotated[
-    FGSMAttack | PGDAttack | AutoAttackSpec | SquareAttack, Field(discriminator="kind")
-]
+AnyAttack = FGSMAttack | PGDAttack | AutoAttackSpec | SquareAttack | APGDAttack | SuiteSpec
+AttackSpec = Annotated[AnyAttack, Field(discriminator="kind")]
+
+STANDARD_EPS = {"linf": [0.1, 0.2], "l2": [1.0, 2.0]}  # radii of the default suite, [0, 1] inputs
 
 
-def _default_attacks() -> list[FGSMAttack | PGDAttack | AutoAttackSpec | SquareAttack]:
-    return [
-        FGSMAttack(kind="fgsm", eps=[0.05, 0.1, 0.2]),
-        PGDAttack(kind="pgd", eps=[0.05, 0.1, 0.2]),
-    ]
+def standard_suite(norm: Literal["linf", "l2"] = "linf", eps: list[float] | None = None) -> SuiteSpec:
+    """`{kind: suite, name: standard, norm: linf, eps: [0.1, 0.2]}`: the default evaluation."""
+    return SuiteSpec(kind="suite", name="standard", norm=norm, eps=eps or STANDARD_EPS[norm])
+
+
+def _default_attacks() -> list[AnyAttack]:
+    return [standard_suite("linf")]
 
 
 class EvaluationSpec(Spec):
-    attacks: list[AttackSpec] = Field(default_factory=_default_attacks, max_length=32)
+    attacks: list[AttackSpec] = Field(default_factory=_default_attacks, max_length=32,
+                                      description="empty or left out: the standard suite, L∞ ε 0.1 and 0.2")
     batch_size: int = Field(256, ge=1, le=65_536)
     max_samples: int | None = Field(None, ge=1, description="evaluate at most this many test samples")
     seed: int = Field(0, ge=0, description="seed of every random start")
+
+    @field_validator("attacks")
+    @classmethod
+    def _default_when_empty(cls, attacks: list[AnyAttack]) -> list[AnyAttack]:
+        return attacks or _default_attacks()

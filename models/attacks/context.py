@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from models.attacks.steps import finite_gradient
 
+RANKED_CLASSES = 20  # the clean pass keeps each sample's top classes: the targets of targeted attacks
+
 # (context, sample indices on the CPU, inputs and labels on the device, clean input gradient)
 CleanBatchHook = Callable[["SweepContext", Tensor, Tensor, Tensor, Tensor], None]
 
@@ -40,6 +42,33 @@ def bf16_autocast_available(device: torch.device) -> bool:
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def restart_seed(seed: int, eps_index: int, restart: int, block: int = 0) -> int:
+    """The generator seed of one (ε, restart, block of samples): a fixed function of the four, < 2⁶³."""
+    return (((seed * 1_000_003 + eps_index) * 10_007 + restart) * 100_003 + block) % (2**63 - 1)
+
+
+class CountingModel(nn.Module):
+    """The model, counting the samples that pass through it: forwards with an input that requires
+    a gradient are gradient evaluations (each is followed by one backward), the rest are forwards."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.gradients = 0
+        self.forwards = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.gradients += int(x.shape[0])
+        else:
+            self.forwards += int(x.shape[0])
+        out: Tensor = self.inner(x)
+        return out
+
+    def counts(self) -> tuple[int, int]:
+        return self.gradients, self.forwards
+
+
 @dataclass
 class SweepContext:
     """One attack run: N samples, E radii, the model in eval mode on its device."""
@@ -53,7 +82,41 @@ class SweepContext:
     seed: int
     amp: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    norm: str = "linf"
     num_classes: int = 0  # set by the clean pass
+    ranked: Tensor | None = None  # N×k int64 on the CPU: the k most likely classes at x (clean pass)
+    eot: int = 1  # gradients averaged over this many forward passes (randomized models)
+    diagnostics: dict[str, float] = field(default_factory=dict)  # summed indicator counts (see `note`)
+    members: list[dict[str, object]] = field(default_factory=list)  # a suite's per-member record
+
+    def note(self, **counts: float) -> None:
+        """Add to the indicator counts the checks read (unconfirmed iterates, late loss gains ...)."""
+        for key, value in counts.items():
+            self.diagnostics[key] = self.diagnostics.get(key, 0.0) + float(value)
+
+    def starts(self, index: Tensor, xb: Tensor, norm: str, eps_index: int, stream: int,
+               noise: Callable[[Tensor, float, str, torch.Generator], Tensor]) -> Tensor:
+        """Random starts that depend on a sample's position only, not on which samples are still left.
+
+        Noise is drawn for whole fixed blocks of batch_size sample positions (block c holds positions
+        c·B … c·B+B−1), each from a generator seeded with (seed, ε index, stream, c), and the rows of
+        the samples under attack are picked out. So skipping samples (broken at a smaller ε, or by an
+        earlier attack) changes nobody else's start, and with one block (batch_size ≥ N) the starts
+        are the reference's after torch.manual_seed(restart_seed(seed, ε index, stream)).
+        """
+        n, size, eps = self.x.shape[0], self.batch_size, self.eps[eps_index]
+        start = torch.empty_like(xb)
+        blocks = index // size
+        for block in torch.unique(blocks).tolist():
+            rows = (blocks == block).nonzero().flatten()
+            low, high = block * size, min(n, (block + 1) * size)
+            generator = torch.Generator(device=self.device).manual_seed(
+                restart_seed(self.seed, eps_index, stream, block))
+            shape = torch.empty((high - low, *xb.shape[1:]), device=self.device, dtype=xb.dtype)
+            drawn = noise(shape, eps, norm, generator)[(index[rows] - low).to(self.device)]
+            on_device = rows.to(self.device)
+            start[on_device] = torch.clamp(xb[on_device] + drawn, min=0, max=1)
+        return start
 
     @property
     def use_amp(self) -> bool:
@@ -115,6 +178,10 @@ class SweepContext:
                 loss = F.cross_entropy(logits.float(), yb, reduction="sum")
             (grad,) = torch.autograd.grad(loss, leaf)
             self.num_classes = int(logits.shape[1])
+            top = logits.detach().float().argsort(dim=1, descending=True)[:, :RANKED_CLASSES].cpu()
+            if self.ranked is None:
+                self.ranked = torch.zeros((n, top.shape[1]), dtype=torch.long)
+            self.ranked[index] = top
             wrong = logits.detach().argmax(dim=1) != yb
             self.broken[:, index[wrong.cpu()]] = True
             flat = grad.detach().flatten(1)

@@ -15,6 +15,7 @@ torchattacks' with the same settings (tests/unit/test_attacks.py checks it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,15 +26,18 @@ import torch
 from torch import Tensor, nn
 
 from core.enums import AttackKind
-from core.specs.evaluation import AutoAttackSpec, FGSMAttack, PGDAttack, SquareAttack
-from models.attacks.context import SweepContext, model_device
+from core.specs.evaluation import AnyAttack, APGDAttack, FGSMAttack, PGDAttack
+from models.attacks.context import CountingModel, SweepContext, model_device, restart_seed
 from models.attacks.reference import run_autoattack, run_square
 from models.attacks.steps import fgsm_perturb, pgd_run, start_noise
+from models.attacks.suite import run_apgd, run_suite
 from models.registry import Registry
 
 log = logging.getLogger(__name__)
 
-AnyAttackSpec = FGSMAttack | PGDAttack | AutoAttackSpec | SquareAttack
+AnyAttackSpec = AnyAttack
+
+__all__ = ["ATTACKS", "AttackEntry", "AttackResult", "fgsm_examples", "restart_seed", "run_attack"]
 
 
 @dataclass
@@ -47,6 +51,10 @@ class AttackResult:
     correct: Tensor  # len(eps)×N bool: still classified correctly under this attack at that ε
     gradient_stats: dict[str, int] = field(default_factory=dict)  # samples / zero / nonfinite at x
     seconds: float = 0.0
+    gradient_evaluations: int = 0  # samples × (forward + backward) passes, clean pass included
+    forwards: int = 0  # samples × forward-only passes (verdicts, score-based queries)
+    members: list[dict[str, Any]] = field(default_factory=list)  # a suite's per-member, per-ε record
+    diagnostics: dict[str, float] = field(default_factory=dict)  # indicator counts for the checks
 
     def accuracy(self) -> list[float]:
         """Robust accuracy at each radius."""
@@ -64,32 +72,9 @@ class AttackEntry:
 ATTACKS: Registry[AttackKind, AttackEntry] = Registry("attack", AttackKind)
 
 
-def restart_seed(seed: int, eps_index: int, restart: int, block: int = 0) -> int:
-    """The generator seed of one (ε, restart, block of samples): a fixed function of the four, < 2⁶³."""
-    return (((seed * 1_000_003 + eps_index) * 10_007 + restart) * 100_003 + block) % (2**63 - 1)
-
-
 def _random_starts(ctx: SweepContext, index: Tensor, xb: Tensor, norm: str, eps_index: int, restart: int) -> Tensor:
-    """Random starts that depend on a sample's position only, not on which samples are still left.
-
-    Noise is drawn for whole fixed blocks of batch_size sample positions (block c holds positions
-    c·B … c·B+B−1), each from a generator seeded with (seed, ε index, restart, c), and the rows of
-    the samples under attack are picked out. So skipping samples (broken at a smaller ε, or by an
-    earlier attack) changes nobody else's start, and with one block (batch_size ≥ N) the starts
-    are torchattacks' after torch.manual_seed(restart_seed(seed, ε index, restart)).
-    """
-    n, size, eps = ctx.x.shape[0], ctx.batch_size, ctx.eps[eps_index]
-    start = torch.empty_like(xb)
-    blocks = index // size
-    for block in torch.unique(blocks).tolist():
-        rows = (blocks == block).nonzero().flatten()
-        low, high = block * size, min(n, (block + 1) * size)
-        generator = torch.Generator(device=ctx.device).manual_seed(restart_seed(ctx.seed, eps_index, restart, block))
-        shape = torch.empty((high - low, *xb.shape[1:]), device=ctx.device, dtype=xb.dtype)  # contiguous draws
-        noise = start_noise(shape, eps, norm, generator)[(index[rows] - low).to(ctx.device)]
-        on_device = rows.to(ctx.device)
-        start[on_device] = torch.clamp(xb[on_device] + noise, min=0, max=1)
-    return start
+    """PGD's random starts (torchattacks' draws), from `SweepContext.starts` (position-only seeding)."""
+    return ctx.starts(index, xb, norm, eps_index, restart, start_noise)
 
 
 def _run_fgsm(ctx: SweepContext, spec: FGSMAttack) -> dict[str, int]:
@@ -130,6 +115,18 @@ def _run_pgd(ctx: SweepContext, spec: PGDAttack) -> dict[str, int]:
                     confirmed[found] = ctx.misclassified(x_found[found], yb[found])
                     if (lost := int(found.sum() - confirmed.sum())) > 0:
                         log.debug("pgd ε=%g: %d iterates not confirmed by the fp32 forward", eps, lost)
+                    ctx.note(pgd_unconfirmed=found.sum() - confirmed.sum())
+                if ctx.use_amp and not confirmed.all():
+                    # bf16 iterations may miss what fp32 finds: the rest runs again in fp32 from the
+                    # same starts, so amp never reports a higher accuracy than fp32 would.
+                    rest = ~confirmed
+                    again, x_again = pgd_run(ctx.model, xb[rest], yb[rest], start[rest], eps=eps, norm=spec.norm,
+                                             steps=spec.steps, step_size=step_size, autocast=contextlib.nullcontext)
+                    if again.any():
+                        sub = torch.zeros_like(again)
+                        sub[again] = ctx.misclassified(x_again[again], yb[rest][again])
+                        confirmed[rest.nonzero().flatten()[sub]] = True
+                ctx.note(pgd_attacked=len(index))
                 ctx.mark(i, index, confirmed)
     return stats
 
@@ -148,6 +145,15 @@ ATTACKS.register(AttackKind.PGD)(AttackEntry(lambda s: f"pgd-{s.steps}x{s.restar
 ATTACKS.register(AttackKind.AUTOATTACK)(AttackEntry(
     lambda s: "autoattack" if s.version == "standard" else f"autoattack-{s.version}", _run_reference(run_autoattack)))
 ATTACKS.register(AttackKind.SQUARE)(AttackEntry(lambda s: f"square-{s.queries}", _run_reference(run_square)))
+
+
+def _apgd_label(spec: APGDAttack) -> str:
+    name = f"apgd-t{spec.targets}" if spec.targets else f"apgd-{spec.loss}"
+    return f"{name}-{spec.steps}" + (f"x{spec.restarts}" if spec.restarts > 1 else "")
+
+
+ATTACKS.register(AttackKind.APGD)(AttackEntry(_apgd_label, run_apgd))
+ATTACKS.register(AttackKind.SUITE)(AttackEntry(lambda s: f"suite-{s.name}", run_suite))
 
 
 def _check_inputs(x: Tensor, y: Tensor, eps: list[float], already_broken: Tensor | None) -> Tensor:
@@ -174,13 +180,17 @@ def run_attack(
     batch_size: int,
     already_broken: Tensor | None = None,
     amp: bool = False,
+    eot: int = 1,
 ) -> AttackResult:
     """Attack `model` with `spec` at each of spec.eps; `correct[i, b]`: sample b survives at eps[i].
 
     x: N×… in [0, 1] (any device; batches go to the model's device); y: N labels.
     already_broken: len(eps)×N bool, samples an earlier attack broke at that radius: they are not
     attacked and stay not correct. The model runs in eval mode (its previous mode is restored).
-    amp: bf16 autocast for attack forwards/backwards on CUDA (verdicts stay fp32).
+    amp: bf16 autocast for PGD's iterations where bf16 is native (verdicts stay fp32, and the samples
+    bf16 left unbroken are attacked again in fp32 from the same starts, so amp never reports a
+    higher accuracy than fp32); APGD and the suite always run in fp32.
+    eot: APGD averages its gradients over this many forward passes (randomized models).
     """
     started = time.perf_counter()
     eps = sorted(float(e) for e in spec.eps)
@@ -188,8 +198,10 @@ def run_attack(
     entry = ATTACKS[spec.kind]
     was_training = model.training
     model.eval()
-    ctx = SweepContext(model=model, x=x.detach(), y=y.detach().long(), eps=eps, broken=broken,
-                       batch_size=batch_size, seed=seed, amp=amp, device=model_device(model))
+    counted = CountingModel(model)
+    ctx = SweepContext(model=counted, x=x.detach(), y=y.detach().long(), eps=eps, broken=broken,
+                       batch_size=batch_size, seed=seed, amp=amp, device=model_device(model), norm=spec.norm,
+                       eot=eot)
     try:
         stats = entry.run(ctx, spec)
     finally:
@@ -197,7 +209,9 @@ def run_attack(
     for i in range(1, len(eps)):  # a radius nothing was attacked at still inherits the smaller ones
         ctx.broken[i] |= ctx.broken[i - 1]
     result = AttackResult(kind=AttackKind(spec.kind), norm=spec.norm, eps=eps, label=entry.label(spec),
-                          correct=~ctx.broken, gradient_stats=stats, seconds=time.perf_counter() - started)
+                          correct=~ctx.broken, gradient_stats=stats, seconds=time.perf_counter() - started,
+                          gradient_evaluations=counted.gradients, forwards=counted.forwards,
+                          members=ctx.members, diagnostics=ctx.diagnostics)
     log.info("%s %s on %d samples: accuracy %s in %.2fs", result.label, spec.norm, x.shape[0],
              ", ".join(f"{e:g}:{a:.3f}" for e, a in zip(eps, result.accuracy(), strict=True)), result.seconds)
     return result

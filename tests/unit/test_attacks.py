@@ -78,7 +78,7 @@ def _reference(model: nn.Module, x: Tensor, y: Tensor, make, eps_list: list[floa
 
 def test_every_attack_kind_is_registered() -> None:
     assert ATTACKS.missing() == []
-    assert {k.value for k in ATTACKS} == {"fgsm", "pgd", "autoattack", "square"}
+    assert {k.value for k in ATTACKS} == {"fgsm", "pgd", "autoattack", "square", "apgd", "suite"}
 
 
 def test_fgsm_inputs_equal_torchattacks_and_accuracy_matches(trained) -> None:
