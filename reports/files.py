@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from core.reports import Report
-from reports.html_page import figures
+from reports.html_charts import figures
 from reports.render import render_csv, render_html, render_markdown
 
 

@@ -38,12 +38,17 @@ class Series:
 
 @dataclass(frozen=True)
 class Bar:
-    """One bar of a horizontal bar chart; mean None draws 'n/a' (a run without that measurement)."""
+    """One bar of a horizontal bar chart; mean None draws 'n/a' (a run without that measurement).
+
+    A `faint` bar is drawn pale with `note` after its value, e.g. a cost ratio within timing noise.
+    """
 
     name: str
     mean: float | None
     std: float | None
     color: str
+    faint: bool = False
+    note: str = ""
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -182,9 +187,11 @@ def hbar_chart(bars: list[Bar], *, title: str, x_label: str, css_class: str, dat
         if b.mean is None:
             out.append(f'<text x="{left + 4}" y="{y + 17:.1f}" fill="#777">n/a</text></g>')
             continue
-        label = f"{b.mean:.{decimals}f}" + (f" ± {b.std:.{decimals}f}" if b.std else "")
+        label = f"{b.mean:.{decimals}f}" + (f" ± {b.std:.{decimals}f}" if b.std else "") + (
+            f" {b.note}" if b.note else "")
+        pale = ' fill-opacity="0.3"' if b.faint else ""
         out.append(f'<rect x="{left}" y="{y + 5:.1f}" width="{sx(b.mean) - left:.1f}" height="{row - 10}" '
-                   f'fill="{b.color}"/>')
+                   f'fill="{b.color}"{pale}/>')
         if b.std:
             lo, hi = sx(b.mean - b.std), sx(b.mean + b.std)
             out.append(f'<path d="M{lo:.1f},{y + row / 2:.1f}H{hi:.1f}" stroke="#333" stroke-width="1.5"/>')
@@ -197,4 +204,65 @@ def hbar_chart(bars: list[Bar], *, title: str, x_label: str, css_class: str, dat
     out.append(f'<path d="M{left},{top}V{top + plot_h}" stroke="#555"/>'
                f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 36}" text-anchor="middle">'
                f"{escape(x_label)}</text></svg>")
+    return "".join(out)
+
+
+PANEL_WIDTH = 220  # small multiples: 2 per row on a phone keep their 12 px text at about 10 px
+
+
+def panel_chart(series: list[Series], highlight: int, *, x_label: str, css_class: str, baseline: int | None = None,
+                x_ticks: list[float] | None = None, data: dict[str, str] | None = None) -> str:
+    """One small multiple: `series[highlight]` in its colour with its ± std band, every other series
+    as a thin grey line for context, the baseline (when it is another) dashed. Accuracy 0-100 %."""
+    left, right, top, plot_h = 30.0, 10.0, 26.0, 110.0
+    plot_w = PANEL_WIDTH - left - right
+    xs = [x for s in series for x, _, _ in s.points]
+    ticks = x_ticks or nice_ticks(min(xs, default=0.0), max(xs, default=1.0), 3)
+    x_lo, x_hi = ticks[0], ticks[-1] if ticks[-1] > ticks[0] else ticks[0] + 1.0
+
+    def sx(x: float) -> float:
+        return left + (x - x_lo) / (x_hi - x_lo) * plot_w
+
+    def sy(y: float) -> float:
+        return top + plot_h - min(max(y, 0.0), 1.0) * plot_h
+
+    def line(s: Series) -> str:
+        return " ".join(f"{sx(x):.1f},{sy(m):.1f}" for x, m, _ in sorted(s.points))
+
+    me = series[highlight]
+    height = top + plot_h + 34
+    name = me.name if len(me.name) <= 26 else me.name[:25] + "…"
+    attrs = {"name": me.name, **(data or {})}
+    out = [_attrs(css_class, attrs, height, f"{me.name}: worst-case accuracy vs {x_label}").replace(
+        f'viewBox="0 0 {WIDTH} ', f'viewBox="0 0 {PANEL_WIDTH} ').replace('font-size="13"', 'font-size="12"'),
+        f'<rect x="{left}" y="7" width="14" height="10" fill="{me.color}"/>'
+        f'<text x="{left + 19}" y="16" font-weight="600">{escape(name)}</text>']
+    for tick in (0.0, 0.5, 1.0):
+        y = sy(tick)
+        out.append(f'<line x1="{left}" x2="{PANEL_WIDTH - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e3e3"/>'
+                   f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{100 * tick:g}</text>')
+    for tick in ticks:
+        out.append(f'<text x="{sx(tick):.1f}" y="{top + plot_h + 14}" text-anchor="middle">{fmt_tick(tick)}</text>')
+    out.append(f'<path d="M{left},{top}V{top + plot_h}H{PANEL_WIDTH - right}" fill="none" stroke="#555"/>'
+               f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 30}" text-anchor="middle">'
+               f"{escape(x_label)}</text>")
+    for i, s in enumerate(series):
+        if i == highlight or not s.points:
+            continue
+        if i == baseline:
+            out.append(f'<polyline class="baseline-line" points="{line(s)}" fill="none" stroke="#333" '
+                       f'stroke-width="1.2" stroke-dasharray="4 3"><title>baseline {escape(s.name)}</title></polyline>')
+        else:
+            out.append(f'<polyline class="context-line" points="{line(s)}" fill="none" stroke="#c8c8c8" '
+                       f'stroke-width="1"/>')
+    pts = sorted(me.points)
+    upper = [f"{sx(x):.1f},{sy(m + sd):.1f}" for x, m, sd in pts]
+    lower = [f"{sx(x):.1f},{sy(m - sd):.1f}" for x, m, sd in reversed(pts)]
+    out.append(f'<g class="series" data-name="{escape(me.name)}">'
+               f'<polygon class="band" points="{" ".join(upper + lower)}" fill="{me.color}" fill-opacity="0.2"/>'
+               f'<polyline points="{line(me)}" fill="none" stroke="{me.color}" stroke-width="2.5"/>')
+    out.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(m):.1f}" r="3" fill="{me.color}"><title>{escape(me.name)}: '
+               f"{escape(x_label)} {fmt_tick(x)} → {100 * m:.1f} ± {100 * sd:.1f} %</title></circle>"
+               for x, m, sd in pts)
+    out.append("</g></svg>")
     return "".join(out)

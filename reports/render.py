@@ -38,11 +38,17 @@ def fmt_stat(stat: Stat) -> str:
 
 
 def fmt_eps(norm: str, eps: float) -> str:
-    """ε as the reader wrote it: L∞ radii on [0, 1] images are usually k/255."""
+    """ε as the spec wrote it: 0.2 stays "0.2" (the shortest decimal that reads back as the same
+    float). Only a radius that no short decimal writes, such as 8/255 = 0.0313725490…, is shown as
+    the k/255 it was computed from."""
+    written = repr(eps)
+    digits = written.split("e")[0].replace("-", "").replace(".", "").strip("0")
+    if len(digits) <= 6:
+        return f"{eps:g}" if "e" in written else written.removesuffix(".0")
     k = eps * 255.0
     if norm == "linf" and 0 < eps < 1 and abs(k - round(k)) < 1e-6 and round(k) >= 1:
         return f"{round(k)}/255"
-    return f"{eps:g}"
+    return f"{eps:.6g}"
 
 
 def column_label(norm: str, eps: float) -> str:
@@ -137,17 +143,41 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [*lines, ""]
 
 
-def _comparison_rows(report: Report, columns: list[tuple[str, float]]) -> list[list[str]]:
-    rows = []
+def _comparison_rows(report: Report, columns: list[tuple[str, float]]) -> tuple[list[list[str]], set[str]]:
+    rows, reasons = [], set()
     for s in report.summary:
         worst: dict[tuple[str, float], WorstCaseStat] = {(w.norm, w.eps): w for w in s.worst_case}
         name = s.regularizer + (" (baseline)" if s.regularizer == report.baseline else "")
-        rows.append([
-            name, s.kind, str(s.clean_accuracy.n), fmt_stat(s.clean_accuracy),
-            *[fmt_stat(worst[c]) if c in worst else "—" for c in columns],
-            fmt_ratio(s.step_time_ratio_to_baseline), "✓" if s.trustworthy else "⚠ untrustworthy",
-        ])
-    return rows
+        cells = []
+        for c in columns:
+            if c in worst:
+                cells.append(fmt_stat(worst[c]))
+            else:
+                cells.append("—¹")
+                reasons.add("¹ not measured at this radius for this regularizer")
+        ratio = fmt_ratio(s.step_time_ratio_to_baseline)
+        if s.step_time_ratio_to_baseline is None:
+            ratio = "—²"
+            reasons.add("² no step time relative to a baseline (an evaluate job, or no baseline run)")
+        rows.append([name, "✓" if s.trustworthy else "⚠ untrustworthy", fmt_stat(s.clean_accuracy), *cells,
+                     ratio, s.kind])
+    return rows, reasons
+
+
+def _paired_rows(report: Report) -> tuple[list[list[str]], set[str], bool]:
+    corrected = any(c.p_adjusted is not None for s in report.summary for c in s.vs_baseline)
+    rows, reasons = [], set()
+    for s in report.summary:
+        for c in s.vs_baseline:
+            why = "³" if s.clean_accuracy.n < 2 else "⁴"
+            if c.p_value is None:
+                reasons.add("³ a single paired seed: no test is possible" if why == "³"
+                            else "⁴ the same difference on every seed: the t-test is undefined")
+            p = fmt_p(c.p_value) if c.p_value is not None else f"—{why}"
+            adjusted = [fmt_p(c.p_adjusted) if c.p_adjusted is not None else f"—{why}"] if corrected else []
+            rows.append([s.regularizer, metric_label(c.metric), f"{100.0 * c.difference:+.1f}", p, *adjusted,
+                         "yes" if c.significant else "no" if c.p_value is not None else "—"])
+    return rows, reasons, corrected
 
 
 def render_markdown(report: Report) -> str:
@@ -168,21 +198,23 @@ def render_markdown(report: Report) -> str:
                           for r, cs in bad)
         out += [f"> ⚠ **Untrustworthy robust accuracy**: {_md(names)}. A validity check failed; "
                 "robust numbers of these runs may reflect gradient masking, not robustness.", ""]
-    out += ["## Comparison", "", "Accuracy in %, mean ± std over seeds; worst case over all attacks at each ε.", ""]
+    out += ["## Comparison", "", "Accuracy in %, mean ± std over seeds; worst case: the lowest accuracy over every "
+            "attack at that radius. Trust ⚠: a validity check failed for a run of that regularizer.", ""]
+    rows, reasons = _comparison_rows(report, columns)
     out += _table(
-        ["Regularizer", "Kind", "Seeds", "Clean", *[f"Worst {column_label(n, e)}" for n, e in columns],
-         "Step time vs baseline", "Trust"],
-        _comparison_rows(report, columns),
-    )
-    paired = [(s.regularizer, c) for s in report.summary for c in s.vs_baseline]
+        ["Regularizer", "Trust", "Clean", *[f"Worst {column_label(n, e)}" for n, e in columns],
+         "Step time vs baseline", "Kind"], rows)
+    paired, paired_reasons, corrected = _paired_rows(report)
     if paired:
+        how = (f"Holm–Bonferroni correction over all {len(paired)} tests (p (Holm); \"significant\" uses it)"
+               if corrected else "no correction for multiple comparisons (an older report)")
         out += [f"## Paired comparison vs baseline {_md(report.baseline or '')}", "",
-                "Difference in percent points (this − baseline), paired by seed; two-sided paired t-test.", ""]
-        out += _table(
-            ["Regularizer", "Metric", "Difference (pp)", "p", "Significant (p < 0.05)"],
-            [[name, metric_label(c.metric), f"{100.0 * c.difference:+.1f}", fmt_p(c.p_value),
-              "yes" if c.significant else "no" if c.p_value is not None else "—"] for name, c in paired],
-        )
+                f"Difference in percent points (this − baseline), paired by seed; two-sided paired t-test; {how}.",
+                ""]
+        out += _table(["Regularizer", "Metric", "Difference (pp)", "p", *(["p (Holm)"] if corrected else []),
+                       "Significant (p < 0.05)"], paired)
+    if reasons | paired_reasons:
+        out += ["— " + "; ".join(sorted(reasons | paired_reasons)) + ".", ""]
     out += ["## Checks", ""]
     if report.checks:
         out += _table(["Check", "Status", "Detail"],

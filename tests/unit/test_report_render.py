@@ -12,6 +12,7 @@ from core.reports import AttackAccuracy, Check, Cost, Report, RunReport, Sensiti
 from reports.plots import nice_ticks
 from reports.render import CSV_COLUMNS, fmt_eps, metric_label, render_csv, render_html, render_markdown
 from reports.statistics import summarize, worst_case_metric
+from tests.report_fixtures import demo_report
 
 LINF = [2 / 255, 4 / 255, 8 / 255]
 L2 = [0.25, 0.5]
@@ -116,6 +117,9 @@ def test_csv_neutralizes_spreadsheet_formulas() -> None:
 
 def test_formatting_helpers() -> None:
     assert fmt_eps("linf", 8 / 255) == "8/255" and fmt_eps("l2", 0.5) == "0.5" and fmt_eps("linf", 0.3) == "0.3"
+    # As the spec wrote it: 0.2 is 51/255 exactly, but nobody wrote "51/255" in a spec that says 0.2.
+    assert fmt_eps("linf", 0.2) == "0.2" and fmt_eps("linf", 0.02) == "0.02" and fmt_eps("l2", 2.0) == "2"
+    assert metric_label(worst_case_metric("linf", 0.2)) == "worst case L∞ ε=0.2"
     assert metric_label(worst_case_metric("linf", 4 / 255)) == "worst case L∞ ε=4/255"
     assert metric_label("clean") == "clean"
     assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -216,9 +220,13 @@ def test_html_without_baseline_or_measurements() -> None:
     page = _parse(render_html(report))
     assert len(page.inside("tr", "regularizer-row", "comparison")) == 1
     assert not page.find("table", id="vs-baseline") and not page.find("div", id="trust-banner")
-    assert page.find("svg", "cost-chart") and len(page.find("svg", "sensitivity-chart")) == 3
-    assert "n/a" in "".join(page.text)
+    # Nothing trained, nothing measured: no empty "n/a" charts, a sentence that says why instead.
+    assert not page.find("svg", "cost-chart") and not page.find("svg", "sensitivity-chart")
+    text = "".join(page.text)
+    assert "n/a" not in text and "No model was trained in this evaluate job" in text
     assert "Environment: not recorded" in render_markdown(report)
+    md = render_markdown(report)
+    assert "—²" in md and "² no step time relative to a baseline" in md  # every "—" says why
 
 
 @pytest.mark.parametrize("renderer", [render_markdown, render_csv, render_html])
@@ -232,3 +240,61 @@ def test_chart_colours_stay_distinct_beyond_the_palette() -> None:
 
     colours = [color(i) for i in range(64)]  # ExperimentSpec allows up to 64 regularizers
     assert len(set(colours)) == len(colours)
+
+
+# --- the demo's shape: 12 regularizers × 3 seeds ----------------------------------------------------
+
+
+def test_headline_has_clean_worst_case_per_radius_and_trust_for_every_regularizer() -> None:
+    report = demo_report()
+    page = _parse(render_html(report))
+    rows = page.inside("tr", "headline-row", "headline")
+    assert [r["data-regularizer"] for r in rows] == [s.regularizer for s in report.summary]
+    assert ["untrustworthy" in r["class"] for r in rows] == [not s.trustworthy for s in report.summary]
+    text = "".join(page.text)
+    for radius in ("0.02", "0.05", "0.1", "0.2", "0.5", "1", "2"):
+        assert radius in text
+    assert "/255" not in text  # the radii as the spec wrote them
+    assert "yellow row" in text and "validity check failed" in text  # the highlight is explained
+
+
+def test_the_comparison_columns_can_be_chosen_without_script() -> None:
+    page = _parse(render_html(demo_report()))
+    boxes = {b["id"]: "checked" in b for b in page.find("input") if b.get("type") == "checkbox"}
+    assert boxes == {"show-linf": True, "show-l2": True, "show-cost": True, "show-kind": False}
+    assert {lab["for"] for lab in page.find("label")} >= set(boxes)
+    assert len(page.inside("tr", "regularizer-row", "comparison")) == 12
+
+
+def test_many_regularizers_get_small_multiples_and_a_legend() -> None:
+    report = demo_report()
+    page = _parse(render_html(report))
+    panels = page.find("svg", "robustness-panel")
+    assert len(panels) == 12 * 2 and {p["data-norm"] for p in panels} == {"linf", "l2"}
+    assert page.find("polyline", "baseline-line") and page.find("polyline", "context-line")
+    three = _parse(render_html(make_report()))  # few regularizers: one chart per norm, no panels
+    assert not three.find("svg", "robustness-panel") and len(three.find("svg", "robustness-curve")) == 2
+
+
+def test_paired_tests_say_which_correction_and_show_the_differences_compactly() -> None:
+    report = demo_report()
+    page = _parse(render_html(report))
+    text = "".join(page.text)
+    assert "Holm–Bonferroni correction over all 88 tests" in text
+    assert len(page.inside("tr", "paired-row", "paired-matrix")) == 11  # every regularizer but the baseline
+    significant = sum(c.significant for s in report.summary for c in s.vs_baseline)
+    assert f"({significant} of 88)" in text
+    md = render_markdown(report)
+    assert "p (Holm)" in md and "Holm–Bonferroni" in md
+
+
+def test_cost_shows_spread_and_marks_ratios_within_noise() -> None:
+    report = demo_report(regularizers=3)
+    html = render_html(report)
+    assert "± " in html and "varied by ± " in html and "not a measured difference" in html
+    # doubleback's step time equals the baseline's up to noise: drawn pale and marked.
+    runs = [r.model_copy(update={"cost": r.cost.model_copy(update={
+        "step_time_ratio_to_baseline": 1.04 if r.regularizer == "doubleback" else r.cost.step_time_ratio_to_baseline})})
+        for r in report.runs]
+    noisy = report.model_copy(update={"runs": runs, "summary": summarize(runs, "erm")})
+    assert "≈ noise" in render_html(noisy)
