@@ -33,15 +33,38 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
 
     max_upload_bytes: int = Field(default=256 * MiB, gt=0)
+    # Upload checker (a child process per upload): how many at once, how many may wait, its limits.
+    max_concurrent_checks: int = Field(default=2, ge=1)
+    max_waiting_checks: int = Field(default=8, ge=0)  # past this many waiting uploads: 429 with Retry-After
+    check_memory_mb: int = Field(default=3072, ge=256)  # address-space limit of a checker process
+    check_cpu_seconds: int = Field(default=300, ge=1)
+    max_dataset_samples: int = Field(default=200_000, gt=0)  # train + test samples of one uploaded dataset
     max_queued_jobs_per_tenant: int = Field(default=20, gt=0)
+    max_stored_jobs_per_tenant: int = Field(default=2000, gt=0)  # records kept (finished ones too, until retention)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    # Retention: a finished job's record and its artifacts are deleted this long after it finished.
+    job_ttl_seconds: int = Field(default=30 * 24 * 3600, gt=0)
+    cancelled_job_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    max_list_page_bytes: int = Field(default=1 * MiB, gt=0)  # GET /v1/jobs pages stop before this size
+
+    # Per-job limits (checked at submit against the spec's cost estimate; see jobstore.cost)
+    max_job_parameters: int = Field(default=50_000_000, gt=0)  # model parameters per run
+    max_job_activation_bytes: int = Field(default=4 * 1024 * MiB, gt=0)  # estimated activation memory per batch
+    max_job_train_samples: int = Field(default=2_000_000_000, gt=0)  # runs x epochs x training samples
+    max_job_attack_steps: int = Field(default=100_000, gt=0)  # attack steps x restarts x eps values, summed
+    max_job_runs: int = Field(default=64, gt=0)  # regularizers x seeds
+    job_memory_limit_mb: int = Field(default=16 * 1024, ge=0)  # address-space limit of each job process (0: none)
+    queue_depth: int = Field(default=2, ge=1)  # RQ entries handed out at once; the rest wait for fair dispatch
+    redis_outage_seconds: float = Field(default=300.0, ge=0)  # workers wait this long for Redis to come back
 
     # Workers
     device: str = "auto"  # auto | cpu | cuda
     job_timeout_seconds: int = Field(default=6 * 3600, gt=0)  # hard limit of one execution
     stall_timeout_seconds: int = Field(default=900, gt=0)  # no progress for this long: the execution is killed
     heartbeat_seconds: float = Field(default=2.0, gt=0)  # how often a running job proves it is alive
-    max_attempts: int = Field(default=3, ge=1)  # executions of one job before it is failed for good
+    # A job is failed for good (a poison job) after this many executions in a row were lost without
+    # getting further than the one before; losses with progress in between never fail a job.
+    max_attempts: int = Field(default=3, ge=1)
 
     @property
     def artifact_root(self) -> str:

@@ -11,21 +11,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from core.artifacts import ArtifactStore
-from core.job_store import JobStore
 from core.jobs import JobRequest
 from core.settings import Settings, get_settings
+from jobstore.queue import redis_client, rq_connection
+from jobstore.store import JobStore
 from service import dashboard
 from service.auth import KeyRing
+from service.upload_check import CheckPool
 from service.deps import Services
 from service.errors import install_handlers
 from service.metrics import make_registry
-from service.routers import catalog, checkpoints, jobs, ops, reports, specs
-from worker.queue import rq_connection
+from service.routers import catalog, datasets, jobs, models, ops, reports, specs
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         raise MissingRedis("no Redis URL: set REDIS_URL (or ROBUSTLAB_REDIS_URL), or run `robustlab up`, "
                            "which starts an embedded Redis")
     keyring = KeyRing.from_settings(settings)  # refuses to start without keys
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    services = Services(settings=settings, store=JobStore(client, settings.key_prefix),
-                        rq=rq_connection(settings.redis_url), artifacts=ArtifactStore(settings.artifact_root))
+    client = redis_client(settings.redis_url)
+    rq = rq_connection(settings.redis_url)
+    services = Services(settings=settings, store=JobStore(client, settings.key_prefix, settings=settings, rq=rq),
+                        rq=rq, artifacts=ArtifactStore(settings.artifact_root),
+                        checks=CheckPool(settings.max_concurrent_checks, settings.max_waiting_checks))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,7 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   openapi_tags=[
                       {"name": "jobs", "description": "Submit, list, poll and cancel jobs"},
                       {"name": "reports", "description": "Reports and artifacts of a job"},
-                      {"name": "checkpoints", "description": "Upload checkpoints for evaluate jobs"},
+                      {"name": "models", "description": "Upload models (checkpoints, ONNX, timm / torchvision "
+                       "weights) for evaluate jobs"},
+                      {"name": "datasets", "description": "Upload your own evaluation / training data (.npz)"},
                       {"name": "catalog", "description": "What a spec may name"},
                       {"name": "specs", "description": "Validate a spec without submitting it"},
                       {"name": "operations", "description": "Health, readiness, metrics (no API key)"},
@@ -87,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keyring = keyring
     app.state.metrics = make_registry(services)
     install_handlers(app)
-    for module in (jobs, reports, checkpoints, catalog, specs, ops):
+    for module in (jobs, reports, models, datasets, catalog, specs, ops):
         app.include_router(module.router)
     dashboard.mount(app)  # GET / and /dashboard/*: the web UI (service/dashboard)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

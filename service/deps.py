@@ -9,16 +9,18 @@ import redis
 from fastapi import Depends, Request
 
 from core.artifacts import ArtifactStore
-from core.job_store import JobStore
 from core.settings import Settings
+from jobstore.store import JobStore
+from service.upload_check import CheckPool
 
 
 @dataclass
 class Services:
     settings: Settings
     store: JobStore  # its own decode_responses=True client
-    rq: redis.Redis  # bytes client: RQ needs it (worker.queue.rq_connection)
+    rq: redis.Redis  # bytes client: RQ needs it (jobstore.queue.rq_connection)
     artifacts: ArtifactStore
+    checks: CheckPool  # the bounded pool of upload-checker processes
 
 
 def services(request: Request) -> Services:

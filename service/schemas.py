@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.jobs import JobRecord, JobStatus
+from core.jobs import JobError, JobKind, JobStatus, Progress
+from jobstore.records import JobRecord
 
 # A spec small enough to finish in seconds on a CPU: the example of POST /v1/jobs.
 EXAMPLE_SPEC: dict[str, Any] = {
@@ -29,14 +31,36 @@ def job_links(job_id: str) -> dict[str, str]:
             "report.html": f"{base}/report.html", "artifacts": f"{base}/artifacts"}
 
 
-class Job(JobRecord):
-    """A job as the API returns it: the record plus links to what can be done with it."""
+class Job(BaseModel):
+    """A job as the API returns it. Built from the stored record field by field: the record's
+    internal bookkeeping (fencing token, result prefix, deliveries) never reaches a response."""
 
+    id: str
+    kind: JobKind
+    status: JobStatus
+    spec: dict[str, Any]
+    checkpoint: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime
+    progress: Progress = Field(default_factory=Progress)
+    error: JobError | None = None
+    attempts: int = Field(0, description="executions started so far")
+    restarts: int = Field(0, description="executions lost to the infrastructure (a killed worker, a stall) "
+                          "and resumed from the last finished epoch")
+    cancel_requested: bool = False
+    artifacts: list[str] = Field(default_factory=list)
     links: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def of(cls, record: JobRecord) -> Job:
-        return cls(**dict(record), links=job_links(record.id))
+        return cls(id=record.id, kind=record.kind, status=record.status, spec=record.spec,
+                   checkpoint=record.checkpoint, created_at=record.created_at, started_at=record.started_at,
+                   finished_at=record.finished_at, updated_at=record.updated_at, progress=record.progress,
+                   error=record.error, attempts=record.attempts, restarts=record.lost,
+                   cancel_requested=record.cancel_requested, artifacts=record.artifacts,
+                   links=job_links(record.id))
 
 
 class JobAccepted(BaseModel):
@@ -53,15 +77,65 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page; null on the last")
 
 
-class CheckpointCreated(BaseModel):
+class UploadedModel(BaseModel):
+    """An uploaded model as the API shows it."""
+
     model_config = ConfigDict(json_schema_extra={"example": {
         "id": "0b8e1b0c-3f0e-4c55-9a55-6f2d1d2b7e42", "sha256": "9f86d081884c7d659a2feaa0c55ad015...",
-        "bytes": 53412, "architecture": "mlp"}})
+        "bytes": 53412, "filename": "cnn.onnx", "format": "onnx", "architecture": None,
+        "model": {"format": "onnx", "input_shape": [1, 8, 8], "num_classes": 10}}})
 
     id: str
-    sha256: str = Field(description="SHA-256 of the uploaded bytes, hex")
+    sha256: str = Field(description="SHA-256 of the stored file, hex (a .pt upload is stored as safetensors)")
     bytes: int
-    architecture: str
+    filename: str
+    format: str = Field(description="registry | onnx | timm | torchvision")
+    architecture: str | None = Field(description="the registry architecture (registry checkpoints only)")
+    model: dict[str, Any] | None = Field(description="the model section the upload was checked with (user formats)")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: Any) -> Any:
+        return cls(id=record.id, sha256=record.sha256, bytes=record.bytes, filename=record.filename,
+                   format=record.format, architecture=record.architecture, model=record.model,
+                   created_at=record.created_at)
+
+
+class ModelCreated(UploadedModel):
+    """POST /v1/models: the stored model, plus the SHA-256 and size of the bytes that were sent."""
+
+    uploaded_sha256: str = Field(description="SHA-256 of the uploaded bytes, hex")
+    uploaded_bytes: int
+
+    @classmethod
+    def of(cls, record: Any, uploaded_sha256: str = "", uploaded_bytes: int = 0) -> Any:  # type: ignore[override]
+        base = UploadedModel.of(record).model_dump()
+        return cls(**base, uploaded_sha256=uploaded_sha256, uploaded_bytes=uploaded_bytes)
+
+
+
+
+class UploadedDataset(BaseModel):
+    """An uploaded .npz dataset as the API shows it; name it in a spec as {name: upload, id: ...}."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "id": "5d0c7a8e-8f7a-4d2c-9c52-2b8f0b1d6a10", "sha256": "e3b0c44298fc1c149afbf4c8996fb924...",
+        "bytes": 230512, "filename": "digits.npz", "train_samples": 1000, "test_samples": 500,
+        "sample_shape": [1, 8, 8], "num_classes": 10}})
+
+    id: str
+    sha256: str
+    bytes: int
+    filename: str
+    train_samples: int
+    test_samples: int
+    sample_shape: list[int]
+    num_classes: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: Any) -> Any:
+        return cls(**record.model_dump(exclude={"tenant"}))
 
 
 class Artifact(BaseModel):

@@ -126,8 +126,8 @@ async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int) -> Upl
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise ApiError(415 if content_type != b"multipart/form-data" else 400, "unsupported_media_type",
-                       "send the checkpoint as multipart/form-data with fields 'file', 'architecture' "
-                       "and optionally 'params' (e.g. curl -F file=@model.safetensors -F architecture=mlp)")
+                       "send the upload as multipart/form-data with a 'file' part (e.g. curl -F file=@model.onnx "
+                       "-F model='{\"format\": \"onnx\", ...}', or -F file=@data.npz for datasets)")
     limit = max_bytes + OVERHEAD
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -155,6 +155,15 @@ async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int) -> Upl
                        problems=[("file", "required field is missing: add the checkpoint file")])
     return Upload(path=receiver.path, filename=receiver.filename, sha256=receiver.digest.hexdigest(),
                   size=receiver.size, fields=receiver.fields)
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 of a local file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def safe_filename(filename: str, default_stem: str = "checkpoint") -> str:

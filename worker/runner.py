@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -28,10 +29,15 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from core.artifacts import ArtifactStore, check_name
-from core.job_store import JobStore, now
-from core.jobs import JobError, JobKind, JobRecord, JobStatus, Progress
+from core.jobs import JobError, JobKind, JobStatus, Progress
 from core.settings import Settings
-from core.specs import SpecError, parse_spec
+from core.specs import ExperimentSpec, SpecError, UploadedDataset, parse_spec
+from core.specs.experiment import is_upload_id
+from core.specs.regularizers import Sobolev
+from jobstore.uploads import DatasetStore
+from jobstore.queue import redis_client
+from jobstore.records import JobRecord
+from jobstore.store import JobStore, now
 from worker.heartbeat import Heartbeat, lost_after
 from worker.journal import Journal
 from worker.progress import ExecutionStopped, ProgressReporter
@@ -46,13 +52,36 @@ class CheckpointUnavailable(ValueError):
     """The evaluate job's checkpoint record or file is missing or does not match its upload."""
 
 
+# An absolute path on the worker (not a URL's path): shown by its last part only.
+_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s/'\"]+/)+([^\s/'\"]+)")
+_OUT_OF_MEMORY = ("can't allocate memory", "cannot allocate memory", "not enough memory", "out of memory")
+
+
+def scrub_paths(message: str) -> str:
+    """The message without the worker's directory layout: '/srv/data/work/<id>/x.pt' becomes 'x.pt'."""
+    return _PATH.sub(r"\1", message)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def error_of(exc: BaseException) -> JobError:
-    """What the job record shows for an exception: its type and a readable message."""
+    """What the job record shows for an exception: its type and a readable message, no worker paths."""
     if isinstance(exc, SpecError):
         message = "invalid spec: " + "; ".join(str(p) for p in exc.problems)
     else:
         message = str(exc).strip().strip("'\"") or type(exc).__name__
-    return JobError(type=type(exc).__name__, message=message[:MAX_MESSAGE])
+    limit = os.environ.get("ROBUSTLAB_JOB_MEMORY_LIMIT_ACTIVE")
+    if isinstance(exc, MemoryError) or any(m in message.lower() for m in _OUT_OF_MEMORY):
+        where = f" of {limit} MiB (ROBUSTLAB_JOB_MEMORY_LIMIT_MB)" if limit else ""
+        return JobError(type="OutOfMemory", message=f"the job needed more memory than its limit{where}: use a "
+                        f"smaller model, batch or dataset ({scrub_paths(message)[:300]})")
+    return JobError(type=type(exc).__name__, message=scrub_paths(message)[:MAX_MESSAGE])
 
 
 class JobRunner:
@@ -60,8 +89,8 @@ class JobRunner:
         if not settings.redis_url:
             raise RuntimeError("no Redis URL: set REDIS_URL or ROBUSTLAB_REDIS_URL")
         self.settings, self.job_id = settings, job_id
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        self.store = JobStore(client, settings.key_prefix)
+        client = redis_client(settings.redis_url, outage_seconds=settings.redis_outage_seconds)
+        self.store = JobStore(client, settings.key_prefix, settings=settings)
         self.journal = Journal(client, settings.key_prefix)
         self.artifacts = ArtifactStore(settings.artifact_root)
         self.work_dir = settings.work_root / job_id
@@ -91,6 +120,11 @@ class JobRunner:
             else:
                 log.warning("job %s: fenced out by another execution, stopping without writing", self.job_id)
             return
+        except redis.RedisError:
+            # Redis stayed away longer than redis_outage_seconds: not the job's fault. Leave the
+            # record alone; the worker parent or the reaper releases it to resume later.
+            log.exception("job %s: lost Redis mid-job; leaving it to be resumed", self.job_id)
+            raise
         except JobTimeoutException:
             heartbeat.stop()
             self._end(JobStatus.FAILED, JobError(
@@ -134,6 +168,7 @@ class JobRunner:
             if token is None:
                 log.info("job %s could not be started (cancelled or finished meanwhile)", self.job_id)
                 return None
+            self.store.dispatch()  # this delivery left the RQ queue: hand out the next waiting job
             return record, token
         finally:
             self.store.redis.delete(lock)
@@ -168,30 +203,54 @@ class JobRunner:
             reporter.report("training", "loading the data", 0.0, force=True)
             from worker.science import run_compare  # torch from here on (work horse only)
 
-            names = run_compare(spec, self.work_dir, self.settings.device, reporter)
+            uploads = self._fetch_uploads(record, spec)
+            names = run_compare(spec, self.work_dir, self.settings.device, reporter, uploads)
         else:
             reporter = ProgressReporter(self.store, self.job_id, self.token, runs=[], stage_steps=steps)
             reporter.report("evaluating", "fetching the checkpoint", 0.0, force=True)
             checkpoint = self._fetch_checkpoint(record)
+            uploads = self._fetch_uploads(record, spec)
             from worker.science import run_evaluate  # torch from here on (work horse only)
 
-            names = run_evaluate(spec, checkpoint, self.work_dir, self.settings.device, reporter)
+            names = run_evaluate(spec, checkpoint, self.work_dir, self.settings.device, reporter, uploads,
+                                 self.settings.max_upload_bytes)
         reporter.report("reporting", "publishing the artifacts", 0.99, force=True)
         return names
 
     def _fetch_checkpoint(self, record: JobRecord) -> Path:
-        checkpoint = self.store.get_checkpoint(record.checkpoint or "", record.tenant)
+        return self._fetch_model(record.checkpoint or "", record.tenant)
+
+    def _fetch_model(self, model_id: str, tenant: str) -> Path:
+        """The tenant's uploaded model file, copied from the artifact store and checked against its record."""
+        checkpoint = self.store.get_checkpoint(model_id, tenant)
         if checkpoint is None:
-            raise CheckpointUnavailable(f"checkpoint {record.checkpoint!r} not found: upload it with "
-                                        "POST /v1/checkpoints and use the id it returns")
+            raise CheckpointUnavailable(f"model {model_id!r} not found: upload it with POST /v1/models and use "
+                                        "the id it returns")
         filename = check_name(checkpoint.filename)
-        local = self.work_dir / "input" / filename
+        local = self.work_dir / "input" / checkpoint.id / filename
         self.artifacts.get_file(f"checkpoints/{checkpoint.id}", filename, local)
-        digest = hashlib.sha256(local.read_bytes()).hexdigest()
+        digest = sha256_file(local)
         if digest != checkpoint.sha256:
-            raise CheckpointUnavailable(f"checkpoint {checkpoint.id}: stored file does not match its upload "
+            raise CheckpointUnavailable(f"model {checkpoint.id}: stored file does not match its upload "
                                         f"(sha256 {digest[:12]}… ≠ {checkpoint.sha256[:12]}…); upload it again")
         return local
+
+    def _fetch_uploads(self, record: JobRecord, spec: ExperimentSpec) -> dict[str, Path]:
+        """Local copies of the uploads the spec names by id (its dataset, Sobolev teachers), per tenant."""
+        files: dict[str, Path] = {}
+        if isinstance(spec.dataset, UploadedDataset):
+            dataset = DatasetStore(self.store.redis, self.settings.key_prefix).get(spec.dataset.id, record.tenant)
+            if dataset is None:
+                raise CheckpointUnavailable(f"dataset {spec.dataset.id!r} not found: upload it with POST /v1/datasets")
+            local = self.work_dir / "input" / dataset.id / check_name(dataset.filename)
+            self.artifacts.get_file(f"datasets/{dataset.id}", check_name(dataset.filename), local)
+            if sha256_file(local) != dataset.sha256:
+                raise CheckpointUnavailable(f"dataset {dataset.id}: stored file does not match its upload; upload it again")
+            files[dataset.id] = local
+        for reg in spec.regularizers:
+            if isinstance(reg, Sobolev) and is_upload_id(reg.teacher):
+                files[reg.teacher] = self._fetch_model(reg.teacher, record.tenant)
+        return files
 
     @property
     def prefix(self) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from core.enums import Task
-from core.specs.dataset import NpzDataset
+from core.specs.dataset import NpzDataset, UploadedDataset
 from models.datasets.base import DatasetBundle, select
 from models.datasets.errors import DatasetError
 
@@ -113,7 +113,16 @@ def _labels(y: np.ndarray, key: str, n: int, path: Path) -> torch.Tensor:
 
 def load_npz(spec: NpzDataset) -> DatasetBundle:
     """The validated arrays of spec.path, subsampled to train_size / test_size (seeded)."""
-    path = Path(spec.path)
+    return load_npz_file(Path(spec.path), spec)
+
+
+def load_npz_file(path: Path, spec: NpzDataset | UploadedDataset, *, shown_as: str | None = None) -> DatasetBundle:
+    """The validated arrays of the .npz at `path`; messages name it `shown_as` (never a worker path)."""
+    if shown_as is not None and path.is_file():
+        try:
+            return load_npz_file(path, spec)
+        except DatasetError as error:
+            raise DatasetError(str(error).replace(str(path), shown_as)) from None
     arrays = _load_arrays(path)
     missing = [k for k in ("x_test", "y_test") if k not in arrays]
     has_train = [k in arrays for k in ("x_train", "y_train")]

@@ -6,7 +6,7 @@ import logging
 import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from torch import nn
 
 from core.reports import Check, Cost, Report, RunReport
 from core.specs.experiment import ExperimentSpec
+from core.specs.model import is_user_model
 from models.datasets import load_dataset
 from models.datasets.base import DatasetBundle
 from models.evaluation.evaluate import evaluate_model
@@ -80,10 +81,19 @@ def overall_checks(runs: list[RunReport]) -> list[Check]:
 
 
 def compare(spec: ExperimentSpec, out_dir: Path, *, device: str | None = None,
-            run_progress: RunProgress | None = None, stage: StageProgress | None = None) -> Report:
-    """Train every regularizer × seed, evaluate each, aggregate over seeds against the baseline."""
-    data = load_dataset(spec.dataset)
-    runs = train_experiment(spec, out_dir, device=device, data=data, progress=run_progress)
+            run_progress: RunProgress | None = None, stage: StageProgress | None = None,
+            upload_files: Mapping[str, Path] | None = None) -> Report:
+    """Train every regularizer × seed, evaluate each, aggregate over seeds against the baseline.
+
+    `upload_files`: local copies of the uploads the spec names by id (dataset, Sobolev teachers).
+    """
+    if is_user_model(spec.model):
+        raise ValueError(f"model.format {spec.model.format!r} describes a model file to evaluate, which compare "
+                         "cannot train: use robustlab evaluate --model FILE (or an evaluate job), or name a "
+                         "registry architecture to train")
+    data = load_dataset(spec.dataset, upload_files=upload_files)
+    runs = train_experiment(spec, out_dir, device=device, data=data, progress=run_progress,
+                            upload_files=upload_files)
     baseline = baseline_name(spec)
     base_step = {r.seed: r.fit.step_seconds for r in runs if r.name == baseline and r.fit is not None}
     reports = []
@@ -103,16 +113,22 @@ def compare(spec: ExperimentSpec, out_dir: Path, *, device: str | None = None,
 
 
 def evaluate_checkpoint(spec: ExperimentSpec, checkpoint: Path, *, device: str | None = None,
-                        stage: StageProgress | None = None) -> Report:
-    """The same evaluation and report for an existing checkpoint (spec's dataset and evaluation)."""
-    from models.checkpoints import load_model
+                        stage: StageProgress | None = None, upload_files: Mapping[str, Path] | None = None,
+                        max_model_bytes: int | None = None) -> Report:
+    """The same evaluation and report for an existing model file (spec's model, dataset and evaluation).
+
+    The file is a self-describing robustlab checkpoint, a state_dict of the registry architecture the
+    spec names, or a user format (onnx / timm / torchvision) that the spec's model section describes.
+    """
+    from models.sources import DEFAULT_MAX_BYTES, load_any_model
     from models.training.device import select_device
 
-    data = load_dataset(spec.dataset)
+    data = load_dataset(spec.dataset, upload_files=upload_files)
     dev = select_device(device or spec.training.device)
-    model = load_model(checkpoint, device=str(dev))
+    model = load_any_model(checkpoint, spec.model, input_shape=data.input_shape, num_outputs=data.num_outputs,
+                           device=dev, max_bytes=max_model_bytes or DEFAULT_MAX_BYTES)
     name = checkpoint.stem
-    report = run_report(name, "checkpoint", 0, model, data, spec, Cost(), str(checkpoint), stage)
+    report = run_report(name, "checkpoint", 0, model, data, spec, Cost(), checkpoint.name, stage)
     return Report(kind="evaluate", spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(),
                   environment=environment(str(dev)), baseline=None, runs=[report],
                   summary=summarize([report], None), checks=overall_checks([report]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +52,11 @@ def train_experiment(
     device: str | None = None,
     data: DatasetBundle | None = None,
     progress: Callable[[str, int], ProgressCallback | None] | None = None,
+    upload_files: Mapping[str, Path] | None = None,
 ) -> list[RunResult]:
     """Train all runs into out_dir/checkpoints; per-epoch state in out_dir/state for resume.
+
+    `upload_files` maps upload ids (Sobolev teachers named by id) to local files.
 
     `progress(name, seed)` may return a callback for that run's progress events. A run whose
     final checkpoint for this spec already exists is loaded, not retrained.
@@ -73,7 +76,7 @@ def train_experiment(
                 )
                 log.info("%s: finished checkpoint found, not retrained", run_id(name, seed))
                 continue
-            teacher = _teacher(reg_spec, seed, results, dev) if isinstance(reg_spec, Sobolev) else None
+            teacher = _teacher(reg_spec, seed, results, dev, upload_files) if isinstance(reg_spec, Sobolev) else None
             torch.manual_seed(seed)  # the initial weights are a function of the seed alone
             model = build_from_spec(spec.model, data.input_shape, data.num_outputs, data.channel_stats())
             fitted = fit(
@@ -105,11 +108,14 @@ def train_experiment(
 
 
 def _teacher(
-    spec: Sobolev, seed: int, trained: dict[tuple[str, int], RunResult], device: torch.device
+    spec: Sobolev, seed: int, trained: dict[tuple[str, int], RunResult], device: torch.device,
+    upload_files: Mapping[str, Path] | None = None,
 ) -> nn.Module | None:
     """The teacher of a Sobolev run: the same seed's run of that name, a checkpoint, or none."""
     if spec.teacher == "dataset":
         return None
     if (spec.teacher, seed) in trained:
         return trained[spec.teacher, seed].model
+    if upload_files and spec.teacher in upload_files:  # an uploaded model, fetched by the worker
+        return load_model(upload_files[spec.teacher], device=str(device))
     return load_model(Path(spec.teacher), device=str(device))

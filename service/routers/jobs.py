@@ -8,14 +8,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
-from core.job_store import IdempotencyConflict, QuotaExceeded
-from core.jobs import JobKind, JobRecord, JobRequest, JobStatus
+from core.jobs import JobKind, JobRequest, JobStatus
+from jobstore.queue import withdraw
+from jobstore.records import JobRecord
+from jobstore.store import IdempotencyConflict, QuotaExceeded, StoredJobsExceeded
 from service.auth import Tenant
 from service.deps import ServicesDep, StoreDep
+from jobstore.uploads import DatasetStore
+from service.upload_refs import check_references
 from service.errors import ApiError, error_responses, not_found
 from service.job_input import MAX_JOB_BODY, parse_job_request, read_capped
 from service.schemas import EXAMPLE_ID, EXAMPLE_SPEC, Job, JobAccepted, JobPage
-from worker.queue import enqueue, withdraw
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -77,20 +80,12 @@ def submit(
     if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
         raise ApiError(400, "bad_header", "Idempotency-Key must be 1-200 letters, digits, '.', '_', ':', '-'",
                        problems=[("header.idempotency-key", "invalid characters or length")])
-    if job.kind is JobKind.EVALUATE and job.checkpoint is not None:
-        checkpoint = store.get_checkpoint(job.checkpoint, tenant)
-        if checkpoint is None:
-            raise ApiError(422, "unknown_checkpoint", f"no checkpoint with id {job.checkpoint!r} for this API key: "
-                           "upload it with POST /v1/checkpoints first",
-                           problems=[("checkpoint", "unknown checkpoint id")])
-        if checkpoint.architecture != job.spec.model.architecture:
-            raise ApiError(422, "invalid_request", "the checkpoint and the spec name different architectures",
-                           problems=[("spec.model.architecture", f"is {job.spec.model.architecture!r} but the "
-                                      f"checkpoint holds a {checkpoint.architecture!r} model")])
+    check_references(job, tenant, store, DatasetStore(store.redis, settings.key_prefix))
     try:
         record, created = store.create(tenant, job, max_active=settings.max_queued_jobs_per_tenant,
                                        idempotency_key=idempotency_key,
-                                       idempotency_ttl=settings.idempotency_ttl_seconds)
+                                       idempotency_ttl=settings.idempotency_ttl_seconds,
+                                       max_stored=settings.max_stored_jobs_per_tenant)
     except IdempotencyConflict:
         raise ApiError(409, "idempotency_conflict", f"Idempotency-Key {idempotency_key!r} was already used with "
                        "a different request body: use a new key for a new job") from None
@@ -98,8 +93,11 @@ def submit(
         raise ApiError(429, "quota_exceeded", f"tenant {tenant!r} already has "
                        f"{settings.max_queued_jobs_per_tenant} queued or running jobs: wait for some to finish "
                        "or cancel some", headers={"Retry-After": QUOTA_RETRY_AFTER}) from None
+    except StoredJobsExceeded:
+        raise ApiError(429, "quota_exceeded", f"tenant {tenant!r} keeps {settings.max_stored_jobs_per_tenant} jobs "
+                       "(ROBUSTLAB_MAX_STORED_JOBS_PER_TENANT, cancelled and finished ones included until retention "
+                       "deletes them)", headers={"Retry-After": QUOTA_RETRY_AFTER}) from None
     if created:
-        enqueue(services.rq, settings, record.id, attempt=0)
         logger.info("job %s (%s) queued for tenant %s", record.id, record.kind.value, tenant)
     else:
         response.status_code = 200
@@ -146,7 +144,7 @@ def cancel(job_id: str, tenant: Tenant, services: ServicesDep) -> Job:
     if record.status.finished:
         raise ApiError(409, "conflict", f"job {job_id} is already {record.status.value}: it cannot be cancelled")
     after = store.request_cancel(job_id) or record
-    if record.status is JobStatus.QUEUED and after.status is JobStatus.CANCELLED:
-        withdraw(services.rq, services.settings, job_id, attempt=record.attempts)
+    if record.status is JobStatus.QUEUED and after.status is JobStatus.CANCELLED and after.dispatches:
+        withdraw(services.rq, services.settings.queue, job_id, delivery=after.dispatches)
     logger.info("cancel of job %s requested by %s: now %s", job_id, tenant, after.status.value)
     return Job.of(after)

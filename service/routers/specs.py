@@ -21,6 +21,7 @@ from core.specs.yaml_reading import YamlProblem, read_yaml
 from service.auth import Tenant
 from service.errors import ApiError, error_responses
 from service.job_input import read_capped
+from service.upload_refs import server_path_problems
 
 router = APIRouter(prefix="/v1/specs", tags=["specs"])
 
@@ -98,6 +99,8 @@ def _validate_text(text: str) -> Validation:
     except SpecError as exc:
         problems += [SpecProblem(path=p.path, message=p.message, line=_line_of(root, p.path)) for p in exc.problems]
         return Validation(valid=False, spec=None, problems=problems)
+    problems += [SpecProblem(path=path, message=message, line=_line_of(root, path))
+                 for path, message in server_path_problems(spec, prefix="")]
     if problems:
         return Validation(valid=False, spec=None, problems=problems)
     return Validation(valid=True, spec=spec.model_dump(mode="json"), problems=[])
@@ -109,6 +112,9 @@ def _validate_data(data: dict[str, Any]) -> Validation:
     except SpecError as exc:
         return Validation(valid=False, spec=None,
                           problems=[SpecProblem(path=p.path, message=p.message) for p in exc.problems])
+    paths = server_path_problems(spec, prefix="")
+    if paths:
+        return Validation(valid=False, spec=None, problems=[SpecProblem(path=p, message=m) for p, m in paths])
     return Validation(valid=True, spec=spec.model_dump(mode="json"), problems=[])
 
 

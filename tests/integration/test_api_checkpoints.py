@@ -62,7 +62,7 @@ def test_safetensors_upload_is_accepted_and_usable(api: ApiServer, tmp_path: Pat
     evaluate = {"kind": "evaluate", "spec": EXAMPLE_SPEC, "checkpoint": body["id"]}
     assert client.post("/v1/jobs", json=evaluate).status_code == 202
     foreign = api.client("bob").post("/v1/jobs", json=evaluate)  # bob cannot use alice's checkpoint
-    assert foreign.status_code == 422 and foreign.json()["error"]["type"] == "unknown_checkpoint"
+    assert foreign.status_code == 404 and foreign.json()["error"]["type"] == "not_found"
     wrong_arch = {**evaluate, "spec": {**EXAMPLE_SPEC, "model": {"architecture": "lenet5"}}}
     problems = client.post("/v1/jobs", json=wrong_arch).json()["error"]["problems"]
     assert problems[0]["path"] == "spec.model.architecture"
