@@ -15,6 +15,13 @@ import typer
 from core.settings import get_settings
 
 
+def _drop_rq_success_lines(record: logging.LogRecord) -> bool:
+    """RQ logs "Successfully completed … Job OK" whenever the task returned, also for a job that failed
+    (the outcome lives in our job record); the worker logs "job ID succeeded|failed: …" instead."""
+    text = str(record.msg)
+    return "Successfully completed" not in text and "Job OK" not in text
+
+
 def worker(
     queue: Annotated[str, typer.Option("--queue", help="RQ queue (worker pool) to take jobs from "
                                        "(default: ROBUSTLAB_QUEUE, else 'robustlab').")] = "",
@@ -34,6 +41,7 @@ def worker(
                    "redis://localhost:6379/0, or use `robustlab up`, which starts one", err=True)
         raise typer.Exit(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("rq.worker").addFilter(_drop_rq_success_lines)
     if not verbose:  # per-epoch and per-attack lines: the job's progress already carries them
         logging.getLogger("models").setLevel(logging.WARNING)
     from worker.process import run_worker

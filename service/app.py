@@ -19,7 +19,7 @@ from core.jobs import JobRequest
 from core.settings import Settings, get_settings
 from jobstore.queue import redis_client, rq_connection
 from jobstore.store import JobStore
-from service import dashboard
+from service import dashboard, docs
 from service.auth import KeyRing
 from service.upload_check import CheckPool
 from service.deps import Services
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.rq.close()
 
     app = FastAPI(title="robustlab", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,  # service.docs serves them without a CDN
                   openapi_tags=[
                       {"name": "jobs", "description": "Submit, list, poll and cancel jobs"},
                       {"name": "reports", "description": "Reports and artifacts of a job"},
@@ -94,5 +95,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (jobs, reports, models, datasets, catalog, specs, ops):
         app.include_router(module.router)
     dashboard.mount(app)  # GET / and /dashboard/*: the web UI (service/dashboard)
+    docs.mount(app)  # GET /docs and /redoc, their assets shipped locally (offline)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
