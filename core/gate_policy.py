@@ -62,9 +62,8 @@ class GatePolicy(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> GatePolicy:
-        # Both or neither: a baseline alone would either gate nothing or silently allow no drop at all.
-        if self.max_regression is not None and self.baseline is None:
-            raise ValueError("max_regression needs a baseline (an earlier report.json or a job id) to compare with")
+        # A baseline alone would either gate nothing or silently allow no drop at all. max_regression alone
+        # is fine: the baseline may come with `robustlab gate --baseline` (the gate says so when none does).
         if self.baseline is not None and self.max_regression is None:
             raise ValueError("a baseline needs max_regression: the absolute drop allowed, e.g. 0.02 (0 allows none)")
         wants = self.min_robust_accuracy

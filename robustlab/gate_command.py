@@ -63,6 +63,9 @@ def _baseline(policy: GatePolicy, override: str | None, policy_file: Path,
     """The baseline report: --baseline (a path relative to here), else the policy's (relative to the
     policy file, so the policy means the same from any directory); a job id is fetched from the server."""
     source = (override or policy.baseline or "").strip()
+    if not source and policy.max_regression is not None:
+        raise GateError(f"the policy {policy_file} sets max_regression but names no baseline to compare with: pass "
+                        "--baseline REPORT.json|JOB_ID, or add `baseline: ...` to the policy")
     if not source:
         return None, None
     if policy.max_regression is None:  # only --baseline can get here: the policy checks its own pair
@@ -153,8 +156,10 @@ def gate(
     api_key: Annotated[str | None, typer.Option("--api-key", help="API key (or env ROBUSTLAB_API_KEY).")] = None,
     out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Keep report.json/.html/.md here "
                                              "(a later run's baseline).")] = None,
-    baseline: Annotated[str | None, typer.Option("--baseline", metavar="REPORT|JOB_ID", help="Override the "
-                                                 "policy's baseline (a path relative to here, or a job id).")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", metavar="REPORT|JOB_ID", help="The report to "
+                                                 "compare with (a path relative to here, or a job id), instead of the "
+                                                 "policy's `baseline:`; the policy's max_regression is the drop "
+                                                 "allowed.")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Server: give up waiting after this many s.")]
     = None,
 ) -> None:

@@ -134,7 +134,6 @@ def test_a_report_of_several_models_is_an_error() -> None:
     ("min_robust_accuracy:\n  - {attack: cw, norm: linf, eps: 0.1, min: 0.5}\n", "min_robust_accuracy[0].attack",
      "'cw' is not allowed"),
     ("min_robust_accuracy:\n  - {attack: pgd, norm: linf, min: 0.5}\n", "min_robust_accuracy[0].eps", "missing"),
-    ("max_regression: 0.02\n", "", "needs a baseline"),
     ("baseline: main.json\n", "", "needs max_regression"),
     ("min_clean_accuracy: 0.9\nmin_clean_accuracy: 0.5\n", "min_clean_accuracy", "duplicate key"),
     ("min_clean_accuracy: [0.9\n", "", "not valid YAML at line"),
@@ -178,3 +177,19 @@ def test_outputs_show_every_criterion_and_the_junit_counts_add_up() -> None:
     assert cases["robust_accuracy fgsm linf eps=0.1"].find("failure") is None
     body = verdict_json(verdict, run)
     assert '"exit_code": 2' in body and '"passed": false' in body
+
+
+def test_max_regression_may_wait_for_the_baseline_of_the_command_line(tmp_path: Path) -> None:
+    """`gate --baseline X` asks for max_regression in the policy; a policy with only max_regression loads,
+    and the gate says what is missing when no baseline comes at all (no circular advice)."""
+    from robustlab.gate_command import GateError, _baseline
+
+    file = tmp_path / "policy.yaml"
+    file.write_text("max_regression: 0.02\n")
+    loaded = load_policy(file)
+    assert loaded.max_regression == 0.02 and loaded.baseline is None
+    with pytest.raises(GateError, match="names no baseline to compare with: pass --baseline"):
+        _baseline(loaded, None, file, None, None)
+    (tmp_path / "main.json").write_text(make_report().model_dump_json())
+    report, source = _baseline(loaded, str(tmp_path / "main.json"), file, None, None)
+    assert report is not None and source == str(tmp_path / "main.json")

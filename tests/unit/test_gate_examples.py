@@ -77,3 +77,14 @@ def test_the_example_policy_fits_the_example_spec() -> None:
     assert policy.min_robust_accuracy and unevaluated(policy, spec) == []
     for name in WORKFLOWS:  # the workflows name these files
         assert "examples/ci/policy.yaml" in gate_commands(name)[0] and "examples/ci/spec.yaml" in gate_commands(name)[0]
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_the_workflow_installs_robustlab_from_the_repository(name: str) -> None:
+    """robustlab is not on PyPI: `pip install robustlab` would fail in every pipeline that copied it."""
+    data = yaml.safe_load((CI / name).read_text())
+    installs = [" ".join(s.split()) for s in _strings(data) if "pip install" in s]
+    assert installs, name
+    for line in installs:
+        assert not re.search(r"pip install\b.*\srobustlab(\s|$|\[)", line), line
+        assert line.endswith(" .") and "-c constraints/cpu.txt" in line, line
