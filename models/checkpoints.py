@@ -16,6 +16,7 @@ import logging
 import os
 import uuid
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,22 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return _read_safetensors(path, tensors=False)[1] or {}
 
 
+def _refuse_compression_bomb(path: Path) -> None:
+    """torch.save stores tensors uncompressed: a .pt zip that inflates far beyond its size is a bomb."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return  # torch.load reports the damage
+    if inflated > 4 * path.stat().st_size + 16 * 1024 * 1024:
+        raise CheckpointError(
+            f"{path.name} inflates to {inflated:,} bytes from {path.stat().st_size:,}: torch.save never compresses "
+            "like that (a compression bomb?); save a plain state_dict with torch.save or use safetensors"
+        )
+
+
 def _read_torch(path: Path) -> dict[str, Tensor]:
     """A `.pt` state_dict through torch.load(weights_only=True) only: pickled code never runs."""
     if torch.__version__ < "2.10":
@@ -176,6 +193,7 @@ def _read_torch(path: Path) -> dict[str, Tensor]:
             f"{path.name}: refusing .pt files with torch {torch.__version__} (weights_only bypasses "
             "before 2.10); upgrade torch or convert the checkpoint to safetensors"
         )
+    _refuse_compression_bomb(path)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -217,7 +235,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
                           "use .safetensors (preferred) or a .pt/.pth state_dict")
 
 
-def check_state(state: dict[str, Tensor], expected: Mapping[str, Tensor], name: str, what: str) -> None:
+STATE_HINT = "load it with the architecture, params, input_shape and num_outputs it was saved with"
+
+
+def check_state(state: dict[str, Tensor], expected: Mapping[str, Tensor], name: str, what: str,
+                hint: str = STATE_HINT, error: type[CheckpointError] = CheckpointError) -> None:
     """Keys, shapes, dtypes and finiteness, before anything is copied into the model."""
     for key, tensor in expected.items():  # BatchNorm counters are optional in foreign files
         if key.endswith("num_batches_tracked") and key not in state:
@@ -243,12 +265,9 @@ def check_state(state: dict[str, Tensor], expected: Mapping[str, Tensor], name: 
         elif key == "normalize.std" and not bool((got > 0).all()):
             values.append("normalize.std has values <= 0")
     if structure:
-        raise CheckpointError(
-            f"{name} does not fit {what}: {'; '.join(structure[:6])}; load it with the architecture, "
-            "params, input_shape and num_outputs it was saved with"
-        )
+        raise error(f"{name} does not fit {what}: {'; '.join(structure[:6])}; {hint}")
     if values:
-        raise CheckpointError(
+        raise error(
             f"{name} has unusable values: {'; '.join(values[:6])}; "
             "the training diverged or the file is damaged, use another checkpoint"
         )

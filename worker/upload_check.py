@@ -88,7 +88,9 @@ def _declared_arrays(path: Path, max_bytes: int) -> dict[str, tuple[tuple[int, .
             with archive.open(info) as member:
                 try:
                     version = np.lib.format.read_magic(member)
-                    shape, _, dtype = np.lib.format._read_array_header(member, version)  # header only
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(member)  # the header only: nothing is inflated past it
                 except ValueError as exc:
                     raise DatasetError(f"array {name!r} in {path.name} has no valid .npy header ({exc})") from None
             if dtype.hasobject:

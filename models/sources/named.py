@@ -65,7 +65,9 @@ def load_named(path: Path, spec: TimmModel | TorchvisionModel, device: str | tor
     """The named architecture with the file's weights, checked, in eval mode on `device`."""
     state = read_state_dict(path)
     check_state(state, build_named(spec).state_dict(), path.name,
-                f"{spec.format}:{spec.name} with {spec.num_classes} classes")
+                f"{spec.format}:{spec.name} with {spec.num_classes} classes and {spec.channels} input channel(s)",
+                hint="save the state_dict of exactly this architecture (model.state_dict()), or fix model.name, "
+                "num_classes or input_shape", error=ModelSourceError)
     # Built again for real only now (non-persistent buffers need their constructor values).
     net = build_named(spec, "cpu")
     net.load_state_dict(state, strict=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.version_converter
 from onnx import TensorProto, helper
 from torch import nn
 
@@ -25,6 +26,7 @@ from models.sources.errors import ModelSourceError
 log = logging.getLogger(__name__)
 
 _DOMAINS = ("", "ai.onnx")
+FALLBACK_OPSET = 17
 # Elements of each TensorProto data type (variable-size strings have no fixed size: refused).
 _ITEM_BYTES = {
     TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2,
@@ -100,30 +102,50 @@ def _check_tensors(model: onnx.ModelProto, name: str, max_bytes: int) -> None:
             )
 
 
-def _check_operators(model: onnx.ModelProto, name: str) -> None:
-    """Every operator must be standard ONNX and have an onnx2torch converter at the model's opset."""
+def _unsupported(model: onnx.ModelProto) -> tuple[int, list[str]]:
+    """The default-domain opset and the operators onnx2torch has no converter for at it."""
     from onnx2torch.node_converters.registry import get_converter
 
     opsets = {o.domain or "": o.version for o in model.opset_import}
+    version = opsets.get("", opsets.get("ai.onnx", 0))
+    missing = []
+    for op_type in sorted({n.op_type for n in model.graph.node}):
+        try:
+            get_converter(op_type, version, "")
+        except NotImplementedError:
+            missing.append(op_type)
+    return version, missing
+
+
+def _convertible(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """The model, or the same graph at an older opset, with a converter for every operator.
+
+    Exporters default to recent opsets (torch 2.13: 20) whose versions of common operators (e.g.
+    Constant-19) onnx2torch does not know; ONNX's own version converter rewrites such a graph to
+    opset 17 without changing what it computes, so it is tried before refusing.
+    """
     custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in _DOMAINS})
     if custom:
         raise ModelSourceError(
             f"{name} uses custom-domain operators ({', '.join(custom)}), which cannot be converted: "
             "export with standard ONNX operators only"
         )
-    version = opsets.get("", opsets.get("ai.onnx", 0))
-    unsupported = []
-    for op_type in sorted({n.op_type for n in model.graph.node}):
+    version, missing = _unsupported(model)
+    if missing and version > FALLBACK_OPSET:
         try:
-            get_converter(op_type, version, "")
-        except NotImplementedError:
-            unsupported.append(op_type)
-    if unsupported:
+            older = onnx.version_converter.convert_version(model, FALLBACK_OPSET)
+        except Exception:  # the converter refuses some graphs: report the original problem
+            older = None
+        if older is not None and not _unsupported(older)[1]:
+            log.info("%s: opset %d rewritten to %d for conversion", name, version, FALLBACK_OPSET)
+            return older
+    if missing:
         raise ModelSourceError(
             f"{name} uses operators that cannot be converted to a differentiable torch module at opset "
-            f"{version}: {', '.join(unsupported)}; re-export without them (or with another opset, e.g. "
+            f"{version}: {', '.join(missing)}; re-export without them (or with another opset, e.g. "
             "torch.onnx.export(..., opset_version=17))"
         )
+    return model
 
 
 def inspect_onnx(path: Path, max_bytes: int) -> onnx.ModelProto:
@@ -142,7 +164,7 @@ def inspect_onnx(path: Path, max_bytes: int) -> onnx.ModelProto:
     if not model.graph.node:
         raise ModelSourceError(f"{name} holds no ONNX graph (no nodes): is it an ONNX model file?")
     _check_tensors(model, name, max_bytes)
-    _check_operators(model, name)
+    model = _convertible(model, name)
     inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if len(inputs) != 1 or len(model.graph.output) < 1:
         raise ModelSourceError(
