@@ -1,18 +1,30 @@
-"""Job and checkpoint records in Redis, shared by the API (create, read, cancel) and the workers.
+"""The job lifecycle: one state machine over records in Redis, each transition one atomic script.
 
-Every state change is one Lua script run atomically in Redis, guarded by two conditions:
-- the job's current status is one the change may start from (a finished job never changes again);
-- result fencing (DESIGN §5): an execution changes a running job only while it owns it, i.e. while
-  the record's `execution` token is the one it got from `start`. A duplicate or superseded
-  execution is refused and leaves the record alone.
-The status sets (one per status) and the per-tenant active set move in the same script, so metrics
-and quotas never disagree with the records. This module talks to Redis but never to RQ.
+    create ──> queued ──dispatch──> (RQ) ──start──> running ──finish──> succeeded | failed | cancelled
+                 ^                                     │
+                 └──────────── release (lost) ─────────┘   (poison: lost again and again at one point → failed)
+
+- `create` checks the idempotency key, the tenant's quotas, writes the record and puts the job in its
+  tenant's waiting line, in one Lua script: 30 identical requests with one key make one job, and a
+  quota cannot be overrun by concurrent requests. `dispatch` (jobstore.dispatch) then hands waiting
+  jobs to RQ fairly between tenants, in one WATCH/MULTI transaction with RQ's own writes.
+- every change after that is guarded by two conditions: the job's current status is one the change
+  may start from (a finished job never changes again), and result fencing (DESIGN §5): an
+  execution changes a running job only while the record's `execution` token is the one it got from
+  `start`. A duplicate or superseded execution is refused and leaves the record alone.
+- the status sets, the tenant's active, waiting and dispatched sets and the retention index move in
+  the same script, so metrics, quotas and scheduling never disagree with the records.
+- `release` tells losses apart from failures: an execution lost to the infrastructure (worker or
+  process killed, stall, shutdown, Redis away) queues the job again to resume; only repeated losses
+  without getting past the previous loss's progress (a poison job) fail it. The job's own errors
+  fail it at once (worker.runner).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -20,58 +32,24 @@ from typing import Any
 
 import redis
 
-from core.jobs import (
-    ACTIVE_STATUSES,
-    CheckpointRecord,
-    JobError,
-    JobKind,
-    JobRecord,
-    JobRequest,
-    JobStatus,
-    Keys,
-    Progress,
-)
-
-# KEYS[1] job hash. ARGV[1] key prefix, ARGV[2] required execution ('*': any), ARGV[3] statuses the
-# change may start from (comma-separated), ARGV[4] new status ('' keeps it), then field/value pairs;
-# a field written '+name' is incremented by its value. Returns {1, status} done, {0, status} refused,
-# {-1} no such job.
-_TRANSITION = """
-local cur = redis.call('HMGET', KEYS[1], 'status', 'execution', 'tenant')
-if not cur[1] then return {-1} end
-if ARGV[2] ~= '*' and cur[2] ~= ARGV[2] then return {0, cur[1]} end
-if not string.find(',' .. ARGV[3] .. ',', ',' .. cur[1] .. ',', 1, true) then return {0, cur[1]} end
-for i = 5, #ARGV, 2 do
-  local field = ARGV[i]
-  if string.sub(field, 1, 1) == '+' then
-    redis.call('HINCRBY', KEYS[1], string.sub(field, 2), tonumber(ARGV[i + 1]))
-  else
-    redis.call('HSET', KEYS[1], field, ARGV[i + 1])
-  end
-end
-redis.call('HINCRBY', KEYS[1], 'rev', 1)
-local new = ARGV[4]
-if new ~= '' and new ~= cur[1] then
-  redis.call('SMOVE', ARGV[1] .. 'status:' .. cur[1], ARGV[1] .. 'status:' .. new, redis.call('HGET', KEYS[1], 'id'))
-  redis.call('HSET', KEYS[1], 'status', new)
-  local active = ARGV[1] .. 'tenant:' .. cur[3] .. ':active'
-  if new == 'queued' or new == 'running' then
-    redis.call('SADD', active, redis.call('HGET', KEYS[1], 'id'))
-  else
-    redis.call('SREM', active, redis.call('HGET', KEYS[1], 'id'))
-  end
-  return {1, new}
-end
-return {1, cur[1]}
-"""
+from core.jobs import ACTIVE_STATUSES, JobError, JobRequest, JobStatus, Progress
+from core.settings import Settings
+from jobstore import scripts
+from jobstore.records import CheckpointRecord, JobRecord, Keys
 
 ALL = ",".join(s.value for s in JobStatus)
 ACTIVE = ",".join(s.value for s in ACTIVE_STATUSES)
 DURATIONS_KEPT = 1000
+EXPIRY_GRACE = 7 * 24 * 3600  # a finished record expires by itself this long after its retention time
+PROGRESS_EPSILON = 1e-4
 
 
 class QuotaExceeded(Exception):
     """The tenant already has as many queued or running jobs as it may."""
+
+
+class StoredJobsExceeded(Exception):
+    """The tenant keeps as many job records as it may (finished ones count until retention deletes them)."""
 
 
 class IdempotencyConflict(Exception):
@@ -91,49 +69,69 @@ def request_fingerprint(request: JobRequest) -> str:
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis, prefix: str = "robustlab:") -> None:
+    """`client` must decode responses; `rq` (bytes) is the connection RQ deliveries are written with."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "robustlab:", *, settings: Settings | None = None,
+                 rq: redis.Redis | None = None) -> None:
         # Any: redis-py types every command as "result or Awaitable[result]" (sync and asyncio share
         # the stubs), which mypy cannot narrow; this is the sync client.
         self.redis: Any = client
         self.keys = Keys(prefix)
-        self._transition = client.register_script(_TRANSITION)
+        self.settings = settings or Settings(key_prefix=prefix)
+        if rq is None:
+            kwargs = {**client.connection_pool.connection_kwargs, "decode_responses": False}
+            rq = redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))
+        self.rq: Any = rq
+        self._create = client.register_script(scripts.CREATE)
+        self._transition = client.register_script(scripts.TRANSITION)
+        self._rewait = client.register_script(scripts.REWAIT)
+        self._forget = client.register_script(scripts.FORGET)
 
     # ---------------------------------------------------------------- create and read
     def create(self, tenant: str, request: JobRequest, *, max_active: int, idempotency_key: str | None = None,
-               idempotency_ttl: int = 24 * 3600) -> tuple[JobRecord, bool]:
+               idempotency_ttl: int = 24 * 3600, max_stored: int | None = None,
+               dispatch: bool = True) -> tuple[JobRecord, bool]:
         """A new queued job; (record, True). With a known Idempotency-Key: (the earlier job, False)."""
         fingerprint = request_fingerprint(request)
         job_id = str(uuid.uuid4())
-        if idempotency_key is not None:
-            key = self.keys.idempotency(tenant, idempotency_key)
-            if not self.redis.set(key, f"{job_id} {fingerprint}", nx=True, ex=idempotency_ttl):
-                earlier_id, earlier_fingerprint = str(self.redis.get(key) or " ").split(" ", 1)
-                if earlier_fingerprint != fingerprint:
-                    raise IdempotencyConflict(idempotency_key)
-                earlier = self.get(earlier_id, tenant)
-                if earlier is not None:
-                    return earlier, False
-        if self.redis.scard(self.keys.tenant_active(tenant)) >= max_active:
-            if idempotency_key is not None:
-                self.redis.delete(self.keys.idempotency(tenant, idempotency_key))
-            raise QuotaExceeded(tenant)
         created = now()
         record = JobRecord(id=job_id, tenant=tenant, kind=request.kind, status=JobStatus.QUEUED,
                            spec=request.spec.model_dump(mode="json"), checkpoint=request.checkpoint,
                            created_at=created, updated_at=created)
-        sequence = self.redis.incr(f"{self.keys.prefix}sequence")
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.job(job_id), mapping=self._fields(record) | {"execution": "", "sequence": sequence})
-        pipe.zadd(self.keys.tenant_jobs(tenant), {job_id: sequence})
-        pipe.sadd(self.keys.tenant_active(tenant), job_id)
-        pipe.sadd(self.keys.status_set(JobStatus.QUEUED), job_id)
-        pipe.execute()
-        return record, True
+        k = self.keys
+        idem = k.idempotency(tenant, idempotency_key) if idempotency_key is not None else k.idempotency(tenant, "-")
+        args: list[Any] = [job_id, fingerprint, idempotency_ttl, max_active,
+                           max_stored or self.settings.max_stored_jobs_per_tenant, tenant,
+                           "1" if idempotency_key is not None else "0", k.prefix]
+        for name, value in (self._fields(record) | {"execution": ""}).items():
+            args += [name, value]
+        outcome, found = self._create(keys=[idem, k.tenant_active(tenant), k.tenant_jobs(tenant), k.sequence(),
+                                            k.job(job_id), k.status_set(JobStatus.QUEUED),
+                                            k.tenant_waiting(tenant), k.waiting_tenants()], args=args)
+        if outcome == "conflict":
+            raise IdempotencyConflict(idempotency_key)
+        if outcome == "quota":
+            raise QuotaExceeded(tenant)
+        if outcome == "stored":
+            raise StoredJobsExceeded(tenant)
+        if outcome == "existing":
+            earlier = self.get(str(found), tenant)
+            if earlier is not None:
+                return earlier, False
+        if dispatch:
+            self.dispatch()
+        return self.get(job_id) or record, True
+
+    def dispatch(self) -> list[str]:
+        """Hand waiting jobs to RQ, fairly between tenants (see jobstore.dispatch)."""
+        from jobstore.dispatch import dispatch
+
+        return dispatch(self)
 
     def get(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
         """The record; None when it does not exist or (with tenant) belongs to another tenant."""
         raw = self.redis.hgetall(self.keys.job(job_id))
-        if not raw:
+        if not raw or "id" not in raw:
             return None
         record = self._record(raw)
         return None if tenant is not None and record.tenant != tenant else record
@@ -144,11 +142,15 @@ class JobStore:
         return str(value) if value else None
 
     def list_jobs(self, tenant: str, *, status: JobStatus | None = None, cursor: str | None = None,
-             limit: int = 50) -> tuple[list[JobRecord], str | None]:
-        """The tenant's jobs, newest first; the cursor is the last page's oldest sequence number."""
+                  limit: int = 50, max_bytes: int | None = None) -> tuple[list[JobRecord], str | None]:
+        """The tenant's jobs, newest first; the cursor is the last page's oldest sequence number.
+
+        A page ends at `limit` records or once its records' specs add up to `max_bytes`."""
         key = self.keys.tenant_jobs(tenant)
         top: str = f"({int(cursor)}" if cursor else "+inf"
         out: list[JobRecord] = []
+        size = 0
+        budget = max_bytes or self.settings.max_list_page_bytes
         while len(out) < limit:
             page = self.redis.zrevrangebyscore(key, top, "-inf", start=0, num=limit, withscores=True)
             if not page:
@@ -156,11 +158,16 @@ class JobStore:
             for job_id, score in page:
                 record = self.get(str(job_id), tenant)
                 top = f"({int(score)}"
-                if record is not None and (status is None or record.status is status):
-                    out.append(record)
-                    if len(out) == limit:
-                        more = self.redis.zcount(key, "-inf", top) > 0
-                        return out, (str(int(score)) if more else None)
+                if record is None or (status is not None and record.status is not status):
+                    continue
+                cost = len(json.dumps(record.spec)) + 1024
+                if out and size + cost > budget:
+                    return out, str(out[-1].sequence)
+                out.append(record)
+                size += cost
+                if len(out) == limit:
+                    more = self.redis.zcount(key, "-inf", top) > 0
+                    return out, (str(int(score)) if more else None)
         return out, None
 
     def ids_in(self, status: JobStatus) -> list[str]:
@@ -168,6 +175,9 @@ class JobStore:
 
     def count_by_status(self) -> dict[JobStatus, int]:
         return {s: int(self.redis.scard(self.keys.status_set(s))) for s in JobStatus}
+
+    def waiting(self, tenant: str) -> list[str]:
+        return [str(i) for i in self.redis.zrange(self.keys.tenant_waiting(tenant), 0, -1)]
 
     def live_workers(self, queue: str) -> list[str]:
         """Workers on `queue` whose presence key (renewed every few seconds, expiring ~10 s after the
@@ -187,7 +197,10 @@ class JobStore:
     # ---------------------------------------------------------------- transitions
     def _apply(self, job_id: str, *, execution: str, allowed: str, status: JobStatus | None,
                fields: dict[str, Any]) -> tuple[bool, JobStatus | None]:
-        args: list[Any] = [self.keys.prefix, execution, allowed, status.value if status else ""]
+        ttl = (self.settings.cancelled_job_ttl_seconds if status is JobStatus.CANCELLED
+               else self.settings.job_ttl_seconds)
+        args: list[Any] = [self.keys.prefix, execution, allowed, status.value if status else "",
+                           int(time.time()) + ttl, ttl + EXPIRY_GRACE]
         for name, value in fields.items():
             args += [name, value]
         result = self._transition(keys=[self.keys.job(job_id)], args=args)
@@ -253,6 +266,8 @@ class JobStore:
         if done and record is not None and record.started_at is not None:
             self.redis.lpush(self.keys.durations(), (t - record.started_at).total_seconds())
             self.redis.ltrim(self.keys.durations(), 0, DURATIONS_KEPT - 1)
+        if done:
+            self.dispatch()  # its tenant's place is free: the next job may go
         return done
 
     def request_cancel(self, job_id: str) -> JobRecord | None:
@@ -266,27 +281,53 @@ class JobStore:
                         fields={"cancel_requested": "1", "updated_at": t})
         return self.get(job_id)
 
-    def release(self, job_id: str, *, execution: str = "*", reason: JobError, max_attempts: int) -> JobStatus | None:
-        """An execution was lost (worker died, stalled, timed out): queue the job again, or fail it
-        for good once it has used max_attempts executions (a poison job). Returns the new status."""
+    def release(self, job_id: str, *, execution: str = "*", reason: JobError, max_attempts: int,
+                counts: bool = True) -> JobStatus | None:
+        """An execution was lost (worker died, stalled, shut down): queue the job again to resume.
+
+        The job fails for good only as a poison job: `max_attempts` losses in a row, each without
+        getting past the progress of the one before. `counts=False` (a warm shutdown) never counts.
+        Returns the new status, or None when the execution no longer owned the job."""
         record = self.get(job_id)
         if record is None or record.status is not JobStatus.RUNNING:
             return None
         t = _iso(now())
+        point = record.progress.fraction
+        deaths = record.deaths_here
+        if counts:
+            deaths = deaths + 1 if point <= record.death_fraction + PROGRESS_EPSILON else 1
         if record.cancel_requested:
             new = JobStatus.CANCELLED
-        elif record.attempts >= max_attempts:
+        elif deaths >= max_attempts:
             new = JobStatus.FAILED
         else:
             new = JobStatus.QUEUED
-        fields: dict[str, Any] = {"execution": "", "updated_at": t, "error": reason.model_dump_json()}
+        fields: dict[str, Any] = {"execution": "", "updated_at": t, "error": reason.model_dump_json(),
+                                  "+lost": 1, "deaths_here": deaths,
+                                  "death_fraction": max(point, record.death_fraction) if counts else
+                                  record.death_fraction}
         if new.finished:
             fields["finished_at"] = t
         if new is JobStatus.FAILED:
-            fields["error"] = JobError(type=reason.type, message=f"{reason.message} (gave up after "
-                                       f"{record.attempts} attempts)").model_dump_json()
+            fields["error"] = JobError(type="Poison", message=f"{reason.message}; the job was lost {deaths} times "
+                                       f"in a row at the same point ({point:.0%} done, "
+                                       f"{record.progress.message or record.progress.stage!r}): given up"
+                                       ).model_dump_json()
         done, _ = self._apply(job_id, execution=execution, allowed=JobStatus.RUNNING.value, status=new, fields=fields)
+        if done:
+            self.dispatch()
         return new if done else None
+
+    def rewait(self, job_id: str) -> bool:
+        """A queued job whose RQ delivery was lost waits for dispatch again."""
+        return bool(self._rewait(keys=[self.keys.job(job_id)], args=[self.keys.prefix]))
+
+    def forget(self, job_id: str) -> bool:
+        """Retention: delete a finished job's record (its artifacts are the caller's business)."""
+        return bool(self._forget(keys=[self.keys.job(job_id)], args=[self.keys.prefix]))
+
+    def due_for_retention(self, limit: int = 100) -> list[str]:
+        return [str(i) for i in self.redis.zrangebyscore(self.keys.retention(), "-inf", time.time(), 0, limit)]
 
     # ---------------------------------------------------------------- checkpoints
     def add_checkpoint(self, record: CheckpointRecord) -> None:
@@ -318,13 +359,16 @@ class JobStore:
             return datetime.fromisoformat(raw[name]) if raw.get(name) else None
 
         return JobRecord(
-            id=raw["id"], tenant=raw["tenant"], kind=JobKind(raw["kind"]), status=JobStatus(raw["status"]),
+            id=raw["id"], tenant=raw["tenant"], kind=raw["kind"], status=raw["status"],
             spec=json.loads(raw["spec"]), checkpoint=raw.get("checkpoint") or None,
             created_at=datetime.fromisoformat(raw["created_at"]), started_at=opt_time("started_at"),
             finished_at=opt_time("finished_at"), updated_at=datetime.fromisoformat(raw["updated_at"]),
             progress=Progress.model_validate_json(raw["progress"]),
             error=JobError.model_validate_json(raw["error"]) if raw.get("error") else None,
-            attempts=int(raw.get("attempts", 0)), cancel_requested=raw.get("cancel_requested") == "1",
+            attempts=int(raw.get("attempts", 0)), lost=int(raw.get("lost", 0)),
+            deaths_here=int(raw.get("deaths_here", 0)), death_fraction=float(raw.get("death_fraction", -1.0)),
+            dispatches=int(raw.get("dispatches", 0)), sequence=int(raw.get("sequence", 0)),
+            cancel_requested=raw.get("cancel_requested") == "1",
             artifacts=json.loads(raw.get("artifacts") or "[]"), rev=int(raw.get("rev", 0)),
             result_prefix=raw.get("result_prefix") or None,
         )

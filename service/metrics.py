@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from jobstore.queue import job_queue
 from service.deps import Services
-from worker.queue import job_queue
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import redis
 
-from core.job_store import JobStore
 from core.settings import Settings
+from jobstore.store import JobStore
 
 log = logging.getLogger(__name__)
 

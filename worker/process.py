@@ -19,6 +19,7 @@ import ctypes.util
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -32,17 +33,33 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
-from core.job_store import JobStore
-from core.jobs import JobError, JobStatus, Keys
+from core.artifacts import ArtifactStore
+from core.jobs import JobError, JobStatus
 from core.settings import Settings
+from jobstore.queue import job_queue, redis_client, rq_connection
+from jobstore.records import Keys
+from jobstore.store import JobStore
 from worker.journal import Journal
-from worker.queue import job_queue, rq_connection
 from worker.reaper import Reaper, ReaperThread, reap_interval
 
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 MAINTENANCE_INTERVAL = 30  # seconds between RQ's registry clean-ups (its default is 10 minutes)
+
+
+def limit_memory(megabytes: int) -> None:
+    """Cap the work horse's address space (RLIMIT_AS): an allocation past it fails inside the job
+    (MemoryError, or torch's "can't allocate memory"), which fails the job with a clear error, instead
+    of the kernel's OOM killer choosing a victim (maybe Redis, the API or the worker)."""
+    if megabytes <= 0:
+        return
+    limit = megabytes * 1024 * 1024
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    os.environ["ROBUSTLAB_JOB_MEMORY_LIMIT_ACTIVE"] = str(megabytes)
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -63,10 +80,10 @@ class RobustlabWorker(Worker):
 
     def configure(self, settings: Settings) -> None:
         self.settings = settings
-        client = redis.Redis.from_url(settings.redis_url or "", decode_responses=True)
-        self.store = JobStore(client, settings.key_prefix)
+        client = redis_client(settings.redis_url or "", outage_seconds=settings.redis_outage_seconds)
+        self.store = JobStore(client, settings.key_prefix, settings=settings, rq=self.connection)
         self.journal = Journal(client, settings.key_prefix)
-        self.reaper = Reaper(settings, self.store, self.connection, self.journal)
+        self.reaper = Reaper(settings, self.store, self.connection, self.journal, ArtifactStore(settings.artifact_root))
         self._parent_pid = os.getpid()
         self._warm_shutdown = False
         self._horse_status: int | None = None
@@ -74,6 +91,7 @@ class RobustlabWorker(Worker):
     # ------------------------------------------------------------------ the work horse side
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         die_with_parent(self._parent_pid)
+        limit_memory(self.settings.job_memory_limit_mb)
         super().main_work_horse(job, queue)
 
     # ------------------------------------------------------------------ the parent side
@@ -123,8 +141,8 @@ class RobustlabWorker(Worker):
                else f"exit status {os.waitstatus_to_exitcode(status)}" if status is not None else "unknown status")
         if self._warm_shutdown:
             reason = JobError(type="WorkerShutdown", message="the worker shut down (SIGTERM) mid-job; resumed later")
-            # a shutdown is not the job's fault: it does not count towards max_attempts
-            self.reaper.release(job_id, token, reason, max_attempts=record.attempts + 1)
+            # a shutdown is not the job's fault: it never counts towards a poison verdict
+            self.reaper.release(job_id, token, reason, counts=False)
         elif job.timeout and job.timeout > 0 and seconds >= job.timeout:
             self.store.finish(job_id, token, JobStatus.FAILED, error=JobError(
                 type="Timeout", message=f"the job ran longer than its timeout of {job.timeout}s and was killed"))
@@ -138,11 +156,14 @@ def worker_name(name: str | None) -> str:
 
 
 def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None) -> bool:
-    """Run a worker on settings.queue until stopped (or, with burst, until the queue is empty)."""
+    """Run a worker on settings.queue until stopped (or, with burst, until the queue is empty).
+
+    Redis going away does not end it: its clients wait for Redis (redis_outage_seconds) command by
+    command, and if RQ's loop gives up anyway the worker waits for Redis and starts the loop again."""
     if not settings.redis_url:
         raise RuntimeError("no Redis URL: set REDIS_URL or ROBUSTLAB_REDIS_URL")
-    connection = rq_connection(settings.redis_url)
-    connection.ping()
+    connection = rq_connection(settings.redis_url, outage_seconds=settings.redis_outage_seconds)
+    redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0).ping()  # fail fast at start
     worker = RobustlabWorker([job_queue(connection, settings)], name=worker_name(name), connection=connection,
                              serializer=JSONSerializer, maintenance_interval=MAINTENANCE_INTERVAL)
     worker.configure(settings)
@@ -162,7 +183,16 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
     log.info("worker %s on queue %r (Redis %s, artifacts %s)", worker.name, settings.queue,
              connection.connection_pool.connection_kwargs.get("host", "?"), settings.artifact_root)
     try:
-        return worker.work(burst=burst, logging_level="INFO", with_scheduler=False)
+        while True:
+            try:
+                worked = worker.work(burst=burst, logging_level="INFO", with_scheduler=False)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("worker %s: Redis unavailable (%s); waiting for it", worker.name, exc)
+                worked = False
+            if burst or worker._stop_requested or worker._warm_shutdown:
+                return worked
+            # RQ's loop ended on an error (Redis away too long, or one it does not handle): start again
+            wait_for_redis(connection, worker)
     finally:
         reaper.stop()
         try:
@@ -170,3 +200,21 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
             worker.store.redis.srem(keys.workers(), worker.name)
         except redis.RedisError:
             pass
+
+
+def wait_for_redis(connection: redis.Redis, worker: RobustlabWorker) -> None:
+    """Block until Redis answers, then clear the worker's registration so RQ's loop can start again."""
+    delay = 0.5
+    while True:
+        try:
+            connection.ping()
+            break
+        except redis.RedisError as exc:
+            log.warning("worker %s: Redis still unavailable (%s); retrying in %.1fs", worker.name, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    try:
+        worker.register_death()
+    except redis.RedisError as exc:
+        log.warning("worker %s: could not clear its registration (%s)", worker.name, exc)
+    log.info("worker %s: Redis is back; taking jobs again", worker.name)

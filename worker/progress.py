@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from core.job_store import JobStore
 from core.jobs import Progress
+from jobstore.store import JobStore
 
 log = logging.getLogger(__name__)
 

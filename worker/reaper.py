@@ -1,21 +1,24 @@
-"""The watchdog every worker parent runs: lost executions, stalled ones, and queued jobs RQ forgot.
+"""The watchdog every worker parent runs: lost executions, stalled ones, lost deliveries, retention.
 
 Each pass (every few seconds, in a thread of each worker; one pass at a time across all workers,
 by a short Redis lock, and safe anyway because every store transition is atomic and fenced):
 1. lost: a RUNNING job whose heartbeat is older than 3 beats + grace lost its execution (the
-   worker or its work horse died): released, i.e. queued again, or failed for good once it used
-   `max_attempts` executions (a poison job);
+   worker or its work horse died): released, i.e. queued again to resume from its last epoch.
+   Only a poison job (lost again and again without getting further) is failed (JobStore.release).
+   Right after Redis itself was unreachable no heartbeat is judged: the silence was Redis's;
 2. stalled: a RUNNING job that beats but made no progress for `stall_timeout_seconds` is released
    as `Stalled`; its execution notices at its next heartbeat that it was fenced out and kills
    itself, and its worker is also told to stop it (in case the horse hangs with the GIL held);
-3. orphaned: a QUEUED job without a pending RQ job (the API died between create and enqueue, or
-   Redis lost the entry) is enqueued again, so nothing the service accepted is lost.
+3. lost deliveries: a QUEUED job handed to RQ whose RQ job is gone (Redis lost it) waits for
+   dispatch again; then waiting jobs are dispatched (jobstore.dispatch);
+4. retention: finished jobs past their retention time lose their record and their artifacts.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -26,12 +29,13 @@ from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
-from core.job_store import JobStore, now
+from core.artifacts import ArtifactStore
 from core.jobs import JobError, JobStatus
 from core.settings import Settings
+from jobstore.queue import rq_job_id
+from jobstore.store import JobStore, now
 from worker.heartbeat import lost_after
 from worker.journal import Journal
-from worker.queue import enqueue, rq_job_id
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +47,34 @@ def reap_interval(settings: Settings) -> float:
 
 
 class Reaper:
-    def __init__(self, settings: Settings, store: JobStore, rq: redis.Redis, journal: Journal) -> None:
+    def __init__(self, settings: Settings, store: JobStore, rq: redis.Redis, journal: Journal,
+                 artifacts: ArtifactStore | None = None) -> None:
         self.settings, self.store, self.rq, self.journal = settings, store, rq, journal
+        self.artifacts = artifacts
         self.lock_key = f"{settings.key_prefix}reaper:lock"
         self.me = uuid.uuid4().hex
+        self.redis_failed_at = 0.0  # monotonic time of the last Redis error this worker saw
 
     def run_once(self) -> dict[str, list[str]]:
-        """One pass; returns what it did ({'lost': [...], 'stalled': [...], 'requeued': [...]})."""
-        done: dict[str, list[str]] = {"lost": [], "stalled": [], "requeued": []}
+        """One pass; returns what it did ({'lost', 'stalled', 'requeued', 'dispatched', 'deleted'})."""
+        done: dict[str, list[str]] = {"lost": [], "stalled": [], "requeued": [], "dispatched": [], "deleted": []}
         interval_ms = int(reap_interval(self.settings) * 900)
-        if not self.store.redis.set(self.lock_key, self.me, nx=True, px=interval_ms):
+        asked = time.monotonic()
+        got_lock = self.store.redis.set(self.lock_key, self.me, nx=True, px=interval_ms)
+        if time.monotonic() - asked > 1.0:  # the client waited for Redis to come back: it was away
+            self.redis_failed_at = time.monotonic()
+        if not got_lock:
             return done  # another worker's reaper has this round
+        redis_was_away = time.monotonic() - self.redis_failed_at < lost_after(self.settings) + 1.0
         for job_id in self.store.ids_in(JobStatus.RUNNING):
-            self._check_running(job_id, done)
+            self._check_running(job_id, done, judge_silence=not redis_was_away)
         for job_id in self.store.ids_in(JobStatus.QUEUED):
             self._check_queued(job_id, done)
+        done["dispatched"] = self.store.dispatch()
+        self._retention(done)
         return done
 
-    def _check_running(self, job_id: str, done: dict[str, list[str]]) -> None:
+    def _check_running(self, job_id: str, done: dict[str, list[str]], *, judge_silence: bool) -> None:
         record, token = self.store.get(job_id), self.store.execution(job_id)
         if record is None or record.status is not JobStatus.RUNNING or not token:
             return
@@ -69,6 +83,8 @@ class Reaper:
         silent = (t - beat).total_seconds()
         idle = (t - record.updated_at).total_seconds()
         if silent > lost_after(self.settings):
+            if not judge_silence:
+                return
             reason = JobError(type="WorkerLost", message=f"no heartbeat for {silent:.0f}s: the worker or "
                               "its job process died")
             if self.release(job_id, token, reason, stop=True):
@@ -80,13 +96,10 @@ class Reaper:
                 done["stalled"].append(job_id)
 
     def release(self, job_id: str, token: str, reason: JobError, *, stop: bool = False,
-                max_attempts: int | None = None) -> JobStatus | None:
-        """Release one execution (fenced by its token) and queue the job again if it may be retried."""
-        record = self.store.get(job_id)
-        if record is None:
-            return None
-        attempts = self.settings.max_attempts if max_attempts is None else max_attempts
-        new = self.store.release(job_id, execution=token, reason=reason, max_attempts=attempts)
+                counts: bool = True) -> JobStatus | None:
+        """Release one execution (fenced by its token); the store queues the job again unless it is poison."""
+        new = self.store.release(job_id, execution=token, reason=reason, max_attempts=self.settings.max_attempts,
+                                 counts=counts)
         if new is None:
             return None  # someone else changed it first
         log.warning("job %s: execution %s released (%s: %s) -> %s", job_id, token[:8], reason.type,
@@ -94,8 +107,6 @@ class Reaper:
         self.journal.event(job_id, "released", execution=token[:8], reason=reason.type, status=new.value)
         if stop:
             self._stop_execution(job_id, token)
-        if new is JobStatus.QUEUED:
-            enqueue(self.rq, self.settings, job_id, attempt=record.attempts)
         return new
 
     def _stop_execution(self, job_id: str, token: str) -> None:
@@ -112,21 +123,37 @@ class Reaper:
         record = self.store.get(job_id)
         if record is None or record.status is not JobStatus.QUEUED or record.cancel_requested:
             return
-        if (now() - record.updated_at).total_seconds() < lost_after(self.settings):
-            return  # just created or released: its enqueue may still be on its way
-        if self._pending(rq_job_id(job_id, record.attempts)):
+        if job_id in self.store.waiting(record.tenant) or record.dispatches == 0:
+            if record.dispatches == 0 and self.store.rewait(job_id):  # not in its line: repair
+                pass
             return
-        log.warning("job %s is queued but RQ has no pending job for it: enqueueing it again", job_id)
+        if (now() - record.updated_at).total_seconds() < lost_after(self.settings):
+            return  # just released: its delivery may still be on its way
+        if self._pending(rq_job_id(job_id, record.dispatches)):
+            return
+        log.warning("job %s is queued but RQ has no pending job for it: it waits for dispatch again", job_id)
         self.journal.event(job_id, "requeued", reason="no pending RQ job")
-        enqueue(self.rq, self.settings, job_id, attempt=record.attempts)
-        done["requeued"].append(job_id)
+        if self.store.rewait(job_id):
+            done["requeued"].append(job_id)
 
-    def _pending(self, rq_job_id: str) -> bool:
+    def _pending(self, rq_id: str) -> bool:
         try:
-            job = Job.fetch(rq_job_id, connection=self.rq, serializer=JSONSerializer)
+            job = Job.fetch(rq_id, connection=self.rq, serializer=JSONSerializer)
         except NoSuchJobError:
             return False
         return job.get_status(refresh=False) in PENDING
+
+    def _retention(self, done: dict[str, list[str]]) -> None:
+        for job_id in self.store.due_for_retention():
+            if self.artifacts is not None:
+                try:
+                    self.artifacts.delete_prefix(f"jobs/{job_id}")
+                except OSError as exc:
+                    log.warning("retention: could not delete the artifacts of job %s: %s", job_id, exc)
+                    continue
+            self.store.forget(job_id)
+            self.store.redis.zrem(self.store.keys.retention(), job_id)
+            done["deleted"].append(job_id)
 
 
 class ReaperThread(threading.Thread):
@@ -145,6 +172,7 @@ class ReaperThread(threading.Thread):
                     self.on_tick()
                 self.reaper.run_once()
             except redis.RedisError as exc:
+                self.reaper.redis_failed_at = time.monotonic()
                 log.warning("reaper: Redis error (%s); trying again in %.1fs", exc, interval)
             except Exception:
                 log.exception("reaper pass failed; trying again in %.1fs", interval)

@@ -1,4 +1,4 @@
-"""The RQ task: `worker.tasks.run_job(job_id)` (the dotted path worker.queue enqueues).
+"""The RQ task: `worker.tasks.run_job(job_id)` (the dotted path the job store hands to RQ).
 
 Runs in the work horse that RQ forks for each job. Everything that needs torch is imported inside
 the call chain (worker.science), never when this module loads, so the worker parent stays torch-free.

@@ -14,7 +14,8 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from core.artifacts import UnsafeName, check_name
-from core.jobs import JobRecord, JobStatus
+from core.jobs import JobStatus
+from jobstore.records import JobRecord
 from service.auth import Tenant
 from service.deps import ArtifactsDep, StoreDep
 from service.errors import ApiError, error_responses, not_found

@@ -24,8 +24,8 @@ import redis
 from rq import Queue
 
 from core.artifacts import ArtifactStore
-from core.job_store import JobStore
 from core.settings import Settings
+from jobstore.store import JobStore
 from robustlab.embedded_redis import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ class ApiServer:
 
     def store(self) -> JobStore:
         return JobStore(redis.Redis.from_url(str(self.settings.redis_url), decode_responses=True),
-                        self.settings.key_prefix)
+                        self.settings.key_prefix, settings=self.settings)
 
     def artifacts(self) -> ArtifactStore:
         return ArtifactStore(self.settings.artifact_root)

@@ -28,12 +28,12 @@ from typing import Any, TypeVar
 import psutil
 import redis
 
-from core.job_store import JobStore
-from core.jobs import JobKind, JobRecord, JobRequest, JobStatus
+from core.jobs import JobKind, JobRequest, JobStatus
 from core.settings import Settings
 from core.specs import parse_spec
+from jobstore.records import JobRecord
+from jobstore.store import JobStore
 from worker.journal import Journal
-from worker.queue import enqueue, rq_connection
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -109,7 +109,8 @@ class Service:
 
     @property
     def store(self) -> JobStore:
-        return JobStore(redis.Redis.from_url(self.redis_url, decode_responses=True), self.prefix)
+        return JobStore(redis.Redis.from_url(self.redis_url, decode_responses=True), self.prefix,
+                        settings=self.settings)
 
     @property
     def journal(self) -> Journal:
@@ -140,9 +141,7 @@ class Service:
     def submit(self, spec: dict[str, Any], *, kind: JobKind = JobKind.COMPARE, checkpoint: str | None = None,
                queue_it: bool = True) -> str:
         request = JobRequest(kind=kind, spec=parse_spec(spec), checkpoint=checkpoint)
-        record, _ = self.store.create("tenant-a", request, max_active=100)
-        if queue_it:
-            enqueue(rq_connection(self.redis_url), self.settings, record.id)
+        record, _ = self.store.create("tenant-a", request, max_active=100, dispatch=queue_it)
         return record.id
 
     def get(self, job_id: str) -> JobRecord:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import redis
 
-from core.job_store import IdempotencyConflict, JobStore, QuotaExceeded
 from core.jobs import JobError, JobKind, JobRequest, JobStatus, Progress
+from core.settings import Settings
 from core.specs import load_spec
+from jobstore.queue import job_queue, rq_job_id
+from jobstore.store import IdempotencyConflict, JobStore, QuotaExceeded, StoredJobsExceeded
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -16,8 +21,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def store(redis_url: str, key_prefix: str) -> JobStore:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield JobStore(client, key_prefix)  # type: ignore[misc]
-    for key in client.scan_iter(f"{key_prefix}*"):
+    settings = Settings(key_prefix=key_prefix, queue="q-" + key_prefix.replace(":", "-"), queue_depth=2)
+    yield JobStore(client, key_prefix, settings=settings)  # type: ignore[misc]
+    for key in [*client.scan_iter(f"{key_prefix}*"), f"rq:queue:{settings.queue}"]:
         client.delete(key)
 
 
@@ -77,17 +83,86 @@ def test_pagination_newest_first(store: JobStore, request_: JobRequest) -> None:
     assert [r.id for r in cancelled] == [ids[0]]
 
 
-def test_release_requeues_then_fails_a_poison_job(store: JobStore, request_: JobRequest) -> None:
+def test_losses_with_progress_never_fail_a_job_but_a_poison_job_fails(store: JobStore, request_: JobRequest) -> None:
     record, _ = store.create("a", request_, max_active=5)
     lost = JobError(type="WorkerLost", message="worker died")
-    for _ in range(2):
+    # Ten losses, each after getting further than the one before: always queued again.
+    for step in range(10):
         token = store.start(record.id)
         assert token is not None
+        assert store.progress(record.id, token, Progress(fraction=0.05 * (step + 1), stage="training"))
         assert store.release(record.id, execution=token, reason=lost, max_attempts=3) is JobStatus.QUEUED
+    again = store.get(record.id)
+    assert again is not None and again.lost == 10 and again.deaths_here == 1 and again.attempts == 10
+    # A warm shutdown never counts; then three losses at one point make it a poison job.
     token = store.start(record.id)
-    assert store.release(record.id, execution=token or "", reason=lost, max_attempts=3) is JobStatus.FAILED
+    assert store.release(record.id, execution=token or "", reason=lost, max_attempts=3, counts=False) \
+        is JobStatus.QUEUED
+    for expected in (JobStatus.QUEUED, JobStatus.QUEUED, JobStatus.FAILED):
+        token = store.start(record.id)
+        assert token is not None
+        assert store.progress(record.id, token, Progress(fraction=0.6, stage="training"))  # stuck at 0.6
+        assert store.release(record.id, execution=token, reason=lost, max_attempts=3) is expected
     failed = store.get(record.id)
-    assert failed is not None and failed.error is not None and "3 attempts" in failed.error.message
+    assert failed is not None and failed.error is not None and failed.error.type == "Poison"
+    assert "lost 3 times in a row at the same point" in failed.error.message
+
+
+def test_concurrent_identical_requests_with_one_key_make_one_job(store: JobStore, request_: JobRequest) -> None:
+    with ThreadPoolExecutor(30) as pool:
+        outcomes = list(pool.map(lambda _: store.create("a", request_, max_active=100, idempotency_key="k"),
+                                 range(30)))
+    assert len({record.id for record, _ in outcomes}) == 1
+    assert sum(created for _, created in outcomes) == 1
+    assert store.redis.zcard(store.keys.tenant_jobs("a")) == 1
+
+
+def test_quota_holds_under_concurrency(store: JobStore, request_: JobRequest) -> None:
+    def submit(_: int) -> bool:
+        try:
+            store.create("a", request_, max_active=5)
+        except QuotaExceeded:
+            return False
+        return True
+
+    with ThreadPoolExecutor(30) as pool:
+        accepted = sum(pool.map(submit, range(30)))
+    assert accepted == 5 and store.redis.scard(store.keys.tenant_active("a")) == 5
+
+
+def test_stored_jobs_are_capped_cancelled_ones_included(store: JobStore, request_: JobRequest) -> None:
+    for _ in range(3):
+        record, _ = store.create("a", request_, max_active=10, max_stored=3)
+        store.request_cancel(record.id)
+    with pytest.raises(StoredJobsExceeded):
+        store.create("a", request_, max_active=10, max_stored=3)
+    # Retention deletes finished records: the tenant may submit again.
+    for job_id in store.ids_in(JobStatus.CANCELLED):
+        assert store.forget(job_id)
+    store.create("a", request_, max_active=10, max_stored=3)
+
+
+def test_fair_dispatch_puts_another_tenants_first_job_next(store: JobStore, request_: JobRequest) -> None:
+    queue = job_queue(store.rq, store.settings)
+    many = [store.create("a", request_, max_active=100)[0].id for _ in range(10)]
+    assert len(queue.job_ids) == store.settings.queue_depth  # the rest wait in tenant a's line
+    first_of_b, _ = store.create("b", request_, max_active=100)
+    assert first_of_b.id in store.waiting("b")
+    taken = queue.job_ids[0]
+    queue.remove(taken)  # a worker takes a delivery ...
+    assert store.start(taken.rsplit("_", 1)[0]) is not None
+    store.dispatch()  # ... and the next place goes to tenant b, which has nothing out yet
+    assert queue.job_ids[-1] == rq_job_id(first_of_b.id, 1)
+    assert set(store.waiting("a")) == set(many[2:])
+
+
+def test_lists_are_bounded_in_bytes(store: JobStore, request_: JobRequest) -> None:
+    ids = [store.create("a", request_, max_active=100)[0].id for _ in range(6)]
+    size = len(json.dumps(request_.spec.model_dump(mode="json"))) + 1024
+    page, cursor = store.list_jobs("a", limit=100, max_bytes=2 * size + 10)
+    assert [r.id for r in page] == ids[::-1][:2] and cursor is not None
+    rest, end = store.list_jobs("a", limit=100, cursor=cursor, max_bytes=100 * size)
+    assert [r.id for r in rest] == ids[::-1][2:] and end is None
 
 
 def test_cancel_running_is_a_request(store: JobStore, request_: JobRequest) -> None:

@@ -116,21 +116,20 @@ def test_cancel_a_running_job_stops_its_process(service: Service) -> None:
 
 
 def test_poison_job_fails_after_bounded_retries(service: Service) -> None:
-    """A job whose process dies on every attempt: failed after max_attempts, its error visible."""
+    """A job whose process dies again before getting past where it died before: failed (a poison job)."""
     service.env_overrides["ROBUSTLAB_MAX_ATTEMPTS"] = "2"
     job_id = service.submit(slow_spec(epochs=200))
     worker = service.start_worker()
-    for attempt in (1, 2):
-        wait_for(lambda n=attempt: service.get(job_id).attempts == n and service.training_epoch(job_id) >= 1,
-                 60, f"attempt {attempt} to train")
-        horse = service.horse(worker)
-        assert horse is not None
+    wait_for(lambda: service.get(job_id).attempts == 1 and service.training_epoch(job_id) >= 1, 60, "training")
+    for attempt in (1, 2):  # the second death comes before the job gets anywhere
+        horse = wait_for(lambda n=attempt: service.get(job_id).attempts == n and service.horse(worker), 60,
+                         f"execution {attempt}")
         horse.kill()
         horse.wait(timeout=10)
     record = service.wait_status(job_id, JobStatus.FAILED, JobStatus.SUCCEEDED, timeout=30)
     assert record.status is JobStatus.FAILED and record.attempts == 2
-    assert record.error is not None and record.error.type == "WorkerLost"
-    assert "gave up after 2 attempts" in record.error.message and "SIGKILL" in record.error.message
+    assert record.error is not None and record.error.type == "Poison"
+    assert "lost 2 times in a row" in record.error.message and "SIGKILL" in record.error.message
 
 
 def test_job_timeout_fails_the_job(service: Service) -> None:

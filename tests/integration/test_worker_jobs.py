@@ -1,6 +1,6 @@
 """Workers running jobs end to end with real processes: success, a raising job, duplicate delivery.
 
-Jobs are created with JobStore.create and handed to RQ with worker.queue.enqueue, as the API does;
+Jobs are created with JobStore.create and handed to RQ by the store's dispatcher, as the API does;
 the workers are `robustlab worker` subprocesses (tests/integration/processes.py).
 """
 
@@ -17,7 +17,8 @@ import psutil
 import pytest
 
 from core.artifacts import ArtifactStore
-from core.jobs import CheckpointRecord, JobKind, JobStatus
+from core.jobs import JobKind, JobStatus
+from jobstore.records import CheckpointRecord
 from tests.integration.processes import Service, running_service, tiny_spec, wait_for
 
 pytestmark = pytest.mark.integration
@@ -78,9 +79,10 @@ def test_a_raising_job_fails_with_its_error_visible(service: Service) -> None:
 def test_duplicate_delivery_leaves_one_result(service: Service) -> None:
     """Two RQ deliveries of one job to two workers: one execution runs it, the other stands down."""
     job_id = service.submit(tiny_spec(epochs=4, train_size=1200, hidden=64, batch_size=16))
-    from worker.queue import enqueue, rq_connection
+    from jobstore.queue import TASK, job_queue, rq_connection, rq_job_id
 
-    enqueue(rq_connection(service.redis_url), service.settings, job_id, attempt=99)  # the duplicate
+    job_queue(rq_connection(service.redis_url), service.settings).enqueue_call(  # the duplicate
+        TASK, args=(job_id,), job_id=rq_job_id(job_id, 99))
     service.start_worker("a")
     service.start_worker("b")
     record = service.wait_status(job_id, JobStatus.SUCCEEDED, JobStatus.FAILED, timeout=90)

@@ -18,11 +18,11 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from core.job_store import now
 from core.jobs import JobError, JobStatus
+from jobstore.queue import job_queue, rq_connection, rq_job_id
+from jobstore.store import now
 from robustlab.embedded_redis import EmbeddedRedis
 from tests.integration.processes import Service, running_service, slow_spec, tiny_spec, wait_for
-from worker.queue import rq_connection, rq_job_id
 from worker.reaper import Reaper
 
 pytestmark = pytest.mark.integration
@@ -59,31 +59,36 @@ def test_reaper_requeues_lost_and_stalled_executions_and_fails_a_poison_job(serv
     age(service, lost, "heartbeat_at", 10)  # silent for 10 s > 3 beats + grace
     age(service, stalled, "updated_at", 60)  # beating, but no progress for 60 s > stall timeout
     done = reaper(service).run_once()
-    assert done == {"lost": [lost], "stalled": [stalled], "requeued": []}
+    assert (done["lost"], done["stalled"], done["requeued"]) == ([lost], [stalled], [])
     assert service.get(lost).error == JobError(type="WorkerLost", message=service.get(lost).error.message)  # type: ignore[union-attr]
     assert service.get(stalled).error.type == "Stalled"  # type: ignore[union-attr]
     assert service.get(alive).status is JobStatus.RUNNING
     for job_id in (lost, stalled):
         assert service.get(job_id).status is JobStatus.QUEUED
-        assert rq_status(service, rq_job_id(job_id, 1)) == "queued"  # attempt numbers continue
-    # Second loss of `lost`: it has used its 2 attempts now, so it fails for good.
-    assert reaper(service).run_once() == {"lost": [], "stalled": [], "requeued": []}  # one pass per interval
+        assert rq_status(service, rq_job_id(job_id, 1)) == "queued"  # queued again: handed to RQ at once
+    assert reaper(service).run_once()["lost"] == []  # one pass per interval
     service.store.redis.delete(f"{service.prefix}reaper:lock")
+    # Lost again without getting further (progress 0 both times): with max_attempts 2, a poison job.
     assert service.store.start(lost)
     age(service, lost, "heartbeat_at", 10)
     assert reaper(service).run_once()["lost"] == [lost]
     record = service.get(lost)
-    assert record.status is JobStatus.FAILED and "gave up after 2 attempts" in record.error.message  # type: ignore[union-attr]
+    assert record.status is JobStatus.FAILED and record.error is not None and record.error.type == "Poison"
+    assert "lost 2 times in a row at the same point" in record.error.message
 
 
-def test_reaper_enqueues_a_queued_job_that_rq_lost(service: Service) -> None:
-    orphan = service.submit(tiny_spec(), queue_it=False)  # as if the API died between create and enqueue
-    fresh = service.submit(tiny_spec(), queue_it=False)
-    age(service, orphan, "updated_at", 10)
-    assert reaper(service).run_once()["requeued"] == [orphan]  # the fresh one may still be enqueued by its API
-    assert rq_status(service, rq_job_id(orphan, 0)) == "queued" and rq_status(service, rq_job_id(fresh, 0)) is None
+def test_reaper_hands_out_a_queued_job_that_rq_lost(service: Service) -> None:
+    dropped = service.submit(tiny_spec())  # handed to RQ; then Redis loses the RQ job
+    never = service.submit(tiny_spec(), queue_it=False)  # as if the API died between create and dispatch
+    queue = job_queue(rq_connection(service.redis_url), service.settings)
+    queue.remove(rq_job_id(dropped, 1))
+    queue.connection.delete(f"rq:job:{rq_job_id(dropped, 1)}")
+    age(service, dropped, "updated_at", 10)
+    done = reaper(service).run_once()
+    assert done["requeued"] == [dropped] and sorted(done["dispatched"]) == sorted([dropped, never])
+    assert rq_status(service, rq_job_id(dropped, 2)) == "queued" and rq_status(service, rq_job_id(never, 1)) == "queued"
     service.store.redis.delete(f"{service.prefix}reaper:lock")
-    assert reaper(service).run_once()["requeued"] == []  # queued once is enough
+    assert reaper(service).run_once()["requeued"] == []  # handed out once is enough
 
 
 def test_a_released_execution_kills_itself(service: Service) -> None:
@@ -117,7 +122,7 @@ def test_redis_restart_with_aof_loses_no_accepted_job(tmp_path: Path, key_prefix
         server = EmbeddedRedis(tmp_path / "redis", port=port).start()
         for job_id in [*queued, unqueued]:
             assert own.get(job_id).status is JobStatus.QUEUED
-        assert all(rq_status(own, rq_job_id(job_id, 0)) == "queued" for job_id in queued)
+        assert all(rq_status(own, rq_job_id(job_id, 1)) == "queued" for job_id in queued)
         age(own, unqueued, "updated_at", 10)
         worker: subprocess.Popen[bytes] = own.start_worker()
         for job_id in [*queued, unqueued]:
