@@ -15,7 +15,7 @@ from pydantic_core import to_jsonable_python
 
 from core.specs.dataset import DatasetSpec
 from core.specs.evaluation import AttackSpec
-from core.specs.model import ARCHITECTURE_PARAMS, ModelSpec
+from core.specs.model import ARCHITECTURE_PARAMS, RegistryModelSpec
 from core.specs.regularizers import REGULARIZER_SPECS
 
 Entry = dict[str, Any]
@@ -123,7 +123,7 @@ def regularizers() -> list[Entry]:
 
 def architectures() -> list[Entry]:
     """Every architecture: the fields of its `params`, then `normalization` (a field of the model)."""
-    models = {tag: cls for cls in _union_members(ModelSpec) for tag in _tags(cls, "architecture")}
+    models = {tag: cls for cls in _union_members(RegistryModelSpec) for tag in _tags(cls, "architecture")}
     entries: list[Entry] = []
     for name, params in ARCHITECTURE_PARAMS.items():
         normalization = _parameters(models[name], ("architecture", "params"))

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core import catalog
-from core.specs import ExperimentSpec, SpecError, load_spec
+from core.specs import ExperimentSpec, SpecError, is_user_model, load_spec
 from robustlab import __version__
 
 app = typer.Typer(
@@ -118,6 +118,15 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def model_label(model: Any) -> str:
+    """`mlp`, or for a user's own model file its format (and name): `onnx`, `timm:resnet18`."""
+    architecture = getattr(model, "architecture", None)
+    if architecture is not None:
+        return str(architecture)
+    name = getattr(model, "name", None)
+    return f"{model.format}:{name}" if name else str(model.format)
+
+
 def summary(spec: ExperimentSpec) -> dict[str, Any]:
     """What a valid spec will do, in numbers: what `validate` prints and `--json` returns."""
     regularizers, seeds = len(spec.regularizers), len(spec.seeds)
@@ -126,7 +135,7 @@ def summary(spec: ExperimentSpec) -> dict[str, Any]:
         "regularizers": regularizers,
         "seeds": seeds,
         "runs": regularizers * seeds,
-        "architecture": spec.model.architecture,
+        "architecture": model_label(spec.model),
         "dataset": spec.dataset.name,
         "epochs": spec.training.epochs,
         "attacks": len(spec.evaluation.attacks),
@@ -201,6 +210,11 @@ def train(
     if device not in ("", "auto", "cpu", "cuda", "mps"):
         typer.echo(f"Error: unknown device {device!r}: use auto, cpu, cuda or mps", err=True)
         raise typer.Exit(2)
+    if is_user_model(spec.model):
+        typer.echo(f"Error: model.format {model_label(spec.model)!r} describes a model file to evaluate, which train "
+                   "cannot train: use `robustlab evaluate --model FILE --spec SPEC`, or name a registry "
+                   "architecture (`robustlab list architectures`)", err=True)
+        raise typer.Exit(1)
     from robustlab.train_command import run_training  # torch from here on
 
     try:
@@ -250,16 +264,47 @@ def compare(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A .safetensors (or .pt) checkpoint.")],
-    spec_file: Annotated[Path, typer.Option("--spec", help="Spec giving the dataset and the attacks.")],
+    model_file: Annotated[Path, typer.Option(
+        "--model", "--checkpoint", metavar="FILE",
+        help="A model file: a robustlab .safetensors checkpoint, a .pt/.pth state_dict, or .onnx "
+             "(timm/torchvision: .safetensors weights); the spec's model section describes it.")],
+    spec_file: Annotated[Path, typer.Option("--spec", help="Spec: its model section describes FILE; its dataset "
+                                            "and evaluation sections say what to attack it with.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory for the report.")],
     device: DeviceOption = "",
+    server: Annotated[str | None, typer.Option(
+        "--server", metavar="URL", help="Evaluate on this robustlab service instead: upload FILE (and a local "
+        "npz dataset), run an evaluate job, download its report into --out.")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="With --server: the API key "
+                                                "(or env ROBUSTLAB_API_KEY).")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="With --server: give up after this many s.")]
+    = None,
 ) -> None:
-    """Evaluate an existing checkpoint with the spec's dataset and evaluation sections."""
+    """Evaluate a model file (any format the spec's model section describes) with the spec's dataset and attacks."""
     spec = _load_or_exit(spec_file)
+    if server:
+        _evaluate_on_server(spec, model_file, out, server, api_key, timeout)
+        return
     from robustlab.compare_command import run_evaluate  # torch from here on
 
-    _run_or_exit(lambda: run_evaluate(spec, checkpoint, out, device or None, Console()))
+    _run_or_exit(lambda: run_evaluate(spec, model_file, out, device or None, Console()))
+
+
+def _evaluate_on_server(spec: ExperimentSpec, model_file: Path, out: Path, server: str, api_key: str | None,
+                        timeout: float | None) -> None:
+    from robustlab.gate_server import GateError, evaluate_on_server
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        report, job_id, page = evaluate_on_server(server, api_key, model_file, spec, out, timeout)
+    except (GateError, OSError) as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    run = report.runs[0] if report.runs else None
+    if run is not None:
+        worst = ", ".join(f"{w.norm} ε={w.eps:g}: {w.accuracy:.3f}" for w in run.worst_case)
+        typer.echo(f"job {job_id}: clean accuracy {run.clean_accuracy:.3f}; worst case {worst or '-'}")
+    typer.echo(f"report files in {out}; the job's page: {page}")
 
 
 # --- the service: `up` runs it on this machine; `submit`, `status`, `report` talk to it over HTTP -----
@@ -272,6 +317,7 @@ app.command("api")(up_command.api)
 app.command("submit")(client_commands.submit)
 app.command("status")(client_commands.status)
 app.command("report")(client_commands.report)
+app.add_typer(client_commands.upload_app, name="upload")
 
 from robustlab import gate_command  # noqa: E402  (torch-free; --local imports the science when it runs)
 

@@ -1,4 +1,5 @@
-"""`robustlab submit`, `status` and `report`: the CLI as a client of a running service, over HTTP.
+"""`robustlab submit`, `status`, `report` and `upload model|dataset`: the CLI as a client of a running
+service, over HTTP.
 
 Where the server is: --server, else ROBUSTLAB_URL, else the default of `robustlab up`
 (http://127.0.0.1:8000). The key: --api-key, else ROBUSTLAB_API_KEY, else the one `robustlab up`
@@ -8,16 +9,24 @@ Exit codes: 0 success, 1 a failed/cancelled job, an invalid spec or a refused re
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from core.jobs import JobKind
 from core.specs import SpecError, load_spec
+from robustlab.gate_server import (
+    GateError,
+    check_model_file,
+    checkpoint_metadata,
+    parse_model_json,
+    upload_section,
+)
+from robustlab.progress_view import ProgressView, QueueAhead, describe
 from robustlab.up_command import DEFAULT_PORT, KEYS_FILE, default_data_dir, read_stored_key
 from service.client import ClientError, RobustlabClient
 
@@ -49,15 +58,7 @@ def _fail(exc: ClientError) -> typer.Exit:
 
 
 def _describe(job: dict[str, Any]) -> str:
-    progress = job.get("progress") or {}
-    line = f"{job.get('id')}: {job.get('status')}"
-    if progress:
-        line += f", {100 * float(progress.get('fraction', 0)):.0f}% {progress.get('stage', '')}".rstrip()
-        if progress.get("message"):
-            line += f" ({progress['message']})"
-        if progress.get("eta_seconds") is not None and job.get("status") == "running":
-            line += f", about {float(progress['eta_seconds']):.0f}s left"
-    return line
+    return describe(job, full_id=True)
 
 
 def _error_line(job: dict[str, Any]) -> str:
@@ -66,27 +67,23 @@ def _error_line(job: dict[str, Any]) -> str:
     return f"job {job.get('id')} {job.get('status')}: {what}"
 
 
-def _wait_with_bar(client: RobustlabClient, job_id: str, timeout: float | None) -> dict[str, Any]:
-    console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[message]}"))
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("queued", total=1.0, message="")
-
-        def show(job: dict[str, Any]) -> None:
-            progress = job.get("progress") or {}
-            stage = progress.get("stage") or job.get("status", "")
-            bar.update(task, completed=float(progress.get("fraction") or 0.0), description=str(stage),
-                       message=str(progress.get("message") or ""))
-
-        return client.wait(job_id, on_progress=show, timeout=timeout)
+def _wait_with_progress(client: RobustlabClient, job_id: str, timeout: float | None) -> dict[str, Any]:
+    """A live bar on a terminal; otherwise a line per stage (and at least every few seconds while it
+    moves), so a CI log shows progress too; a queued job says how many of one's jobs are ahead."""
+    view, ahead = ProgressView(sys.stderr), QueueAhead(client)
+    try:
+        return client.wait(job_id, on_progress=lambda job: view.update(ahead.annotate(job)), timeout=timeout)
+    finally:
+        view.close()
 
 
 def submit(
     spec_file: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Experiment spec (YAML or JSON).")],
     kind: Annotated[JobKind, typer.Option("--kind", help="compare: train and evaluate; evaluate: a checkpoint.")]
     = JobKind.COMPARE,
-    checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="Uploaded checkpoint id (evaluate).")] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        "--checkpoint", "--model-id",
+        help="evaluate: the id `robustlab upload model` printed (the spec's model section describes it).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress until the job finishes.")] = False,
     timeout: Annotated[float | None, typer.Option("--timeout", help="With --wait: give up after this many s.")]
     = None,
@@ -108,7 +105,7 @@ def submit(
                 typer.echo(job["id"])
                 return
             typer.echo(f"submitted {job['id']}", err=True)
-            job = _wait_with_bar(client, job["id"], timeout)
+            job = _wait_with_progress(client, job["id"], timeout)
         except ClientError as exc:
             raise _fail(exc) from None
     if job.get("status") != "succeeded":
@@ -118,11 +115,14 @@ def submit(
 
 
 def status(
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="A job id.")],
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="A job id, or its first 8 characters.")],
     server: ServerOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Show a job's status and progress (its error when it failed)."""
+    """Show a job's status and progress (its error when it failed).
+
+    Exit code: 0 queued, running or succeeded; 1 failed or cancelled (or refused); 2 no server.
+    """
     with _connect(server, api_key) as client:
         try:
             job = client.job(job_id)
@@ -131,10 +131,12 @@ def status(
     typer.echo(_describe(job))
     if job.get("error"):
         typer.echo(_error_line(job))
+    if job.get("status") in ("failed", "cancelled"):
+        raise typer.Exit(1)  # scripts and CI can test the outcome: `robustlab status ID && ...`
 
 
 def report(
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="A finished job's id.")],
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="A finished job's id (or its first 8 characters).")],
     out: Annotated[Path, typer.Option("--out", help="Directory for report.json/.html/.md and results.csv.")],
     server: ServerOption = None,
     api_key: KeyOption = None,
@@ -147,3 +149,113 @@ def report(
                 typer.echo(str(client.download(job_id, name, out / name)))
         except ClientError as exc:
             raise _fail(exc) from None
+
+
+# --- upload ------------------------------------------------------------------------------------------
+
+upload_app = typer.Typer(name="upload", no_args_is_help=True,
+                         help="Upload a model file or an .npz dataset to a running service; print its id.")
+
+
+def _usage(message: str) -> typer.Exit:
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _model_section(file: Path, spec_file: Path | None, model_json: str | None) -> dict[str, Any] | None:
+    """What describes the file: --model-json, else the spec's model section; none for a robustlab checkpoint."""
+    from robustlab.cli import _echo_spec_error  # the messages of `robustlab validate`
+
+    if spec_file is not None and model_json is not None:
+        raise _usage("give --spec or --model-json, not both: both would describe the model")
+    try:
+        check_model_file(file)
+        if model_json is not None:
+            return parse_model_json(model_json)
+        if spec_file is not None:
+            try:
+                spec = load_spec(spec_file)
+            except SpecError as exc:
+                _echo_spec_error(spec_file, exc, err=True)
+                raise typer.Exit(1) from None
+            return upload_section(file, spec.model)
+        if checkpoint_metadata(file) is None:
+            example = ('{"format": "onnx", "input_shape": [1, 8, 8], "num_classes": 10}' if
+                       file.suffix.lower() == ".onnx" else '{"architecture": "mlp", "params": {"hidden": [16]}}')
+            raise _usage(f"{file.name} does not describe itself: pass --spec SPEC.yaml (its model section says "
+                         f"what the file is) or --model-json '{example}' (see docs/user-models.md)")
+    except GateError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return None
+
+
+def _size(n: Any) -> str:
+    value = float(n or 0)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+@upload_app.command("model")
+def upload_model(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help=".safetensors, .pt/.pth (state_dict) or .onnx.")],
+    spec_file: Annotated[Path | None, typer.Option("--spec", metavar="SPEC.yaml",
+                                                   help="A spec whose model section describes FILE.")] = None,
+    model_json: Annotated[str | None, typer.Option(
+        "--model-json", metavar="JSON",
+        help='The model section as JSON, e.g. \'{"format": "onnx", "input_shape": [1, 8, 8], "num_classes": 10}\'.'
+    )] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the server's whole answer as JSON.")] = False,
+    server: ServerOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Upload a model file (checked on the server, never run); print its id for an evaluate job."""
+    model = _model_section(file, spec_file, model_json)
+    with _connect(server, api_key) as client:
+        try:
+            uploaded = client.upload_model(file, model)
+        except ClientError as exc:
+            raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(uploaded, indent=2))
+        return
+    what = uploaded.get("architecture") or uploaded.get("format") or "model"
+    typer.echo(f"{uploaded.get('filename') or file.name}: {what}, {_size(uploaded.get('bytes'))}, sha256 "
+               f"{str(uploaded.get('sha256', ''))[:12]}; evaluate it with `robustlab submit SPEC.yaml --kind evaluate "
+               f"--checkpoint {uploaded['id']}`", err=True)
+    typer.echo(uploaded["id"])
+
+
+@upload_app.command("dataset")
+def upload_dataset(
+    file: Annotated[Path, typer.Argument(metavar="FILE.npz",
+                                         help="x_test, y_test (optionally x_train, y_train); inputs in [0, 1].")],
+    num_classes: Annotated[int | None, typer.Option("--num-classes", min=2,
+                                                    help="Classes (default: the largest label + 1).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the server's whole answer as JSON.")] = False,
+    server: ServerOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Upload an .npz dataset (read without pickle, checked); print its id for `dataset: {name: upload, id: ...}`."""
+    if file.suffix.lower() != ".npz":
+        raise _usage(f"{file.name} is not an .npz file: save the arrays with numpy.savez(path, x_test=..., "
+                     "y_test=..., x_train=..., y_train=...)")
+    if not file.is_file():
+        typer.echo(f"Error: dataset {file} does not exist or is not a file: check the path", err=True)
+        raise typer.Exit(1)
+    with _connect(server, api_key) as client:
+        try:
+            uploaded = client.upload_dataset(file, num_classes)
+        except ClientError as exc:
+            raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(uploaded, indent=2))
+        return
+    typer.echo(f"{uploaded.get('filename') or file.name}: {uploaded.get('train_samples')} train / "
+               f"{uploaded.get('test_samples')} test samples of shape {uploaded.get('sample_shape')}, "
+               f"{uploaded.get('num_classes')} classes; name it in a spec as "
+               f"`dataset: {{name: upload, id: {uploaded['id']}}}`", err=True)
+    typer.echo(uploaded["id"])

@@ -1,12 +1,16 @@
-"""`robustlab gate`: evaluate a checkpoint and pass or fail it against a policy, for CI.
+"""`robustlab gate`: evaluate a model file and pass or fail it against a policy, for CI.
 
+The model file (--model, alias --checkpoint) is a robustlab .safetensors checkpoint, a .pt/.pth
+state_dict of a registry architecture, or an .onnx graph (or timm/torchvision weights); the spec's
+`model` section describes it (docs/user-models.md).
 Exit codes: 0 the policy is met, 1 it is not, 2 the gate could not judge (bad policy or spec,
-broken checkpoint, unreachable server, wrong key, failed job, a metric the report lacks). Every
+broken model file, unreachable server, wrong key, failed job, a metric the report lacks). Every
 error is one line on stderr; the markdown summary goes to stdout (and is appended to
 $GITHUB_STEP_SUMMARY when that is set); --junit and --json write the same verdict for CI tools.
 
 Where it evaluates: --local runs `robustlab evaluate` in this process (torch is imported only
-then); --server URL (or ROBUSTLAB_URL) uploads the checkpoint and runs an evaluate job there.
+then); --server URL (or ROBUSTLAB_URL) uploads the model file (with the spec's model section, and
+a local npz dataset) and runs an evaluate job there.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from core.gate_policy import JOB_ID, GatePolicy, PolicyError, load_policy, same_
 from core.reports import Report
 from core.specs import ExperimentSpec, SpecError, load_spec
 from robustlab.gate_output import GateRun, headline, junit_xml, markdown, verdict_json
-from robustlab.gate_server import GateError, checkpoint_metadata, evaluate_on_server, fetch_baseline
+from robustlab.gate_server import GateError, check_model_file, checkpoint_metadata, evaluate_on_server, fetch_baseline
 
 
 def _one_line(problems: list[tuple[str, str]]) -> str:
@@ -90,7 +94,7 @@ def _evaluate_locally(spec: ExperimentSpec, checkpoint: Path, out: Path) -> Repo
 
     try:
         return run_evaluate(spec, checkpoint, out, None, Console(stderr=True))
-    except (ValueError, RuntimeError, OSError, KeyError) as exc:  # CheckpointError, DatasetError, device, disk
+    except (ValueError, RuntimeError, OSError, KeyError) as exc:  # CheckpointError, ModelSourceError, DatasetError
         text = str(exc).strip().strip("'\"")
         raise GateError(f"evaluating {checkpoint} failed: {text.splitlines()[0] if text else type(exc).__name__}"
                         ) from None
@@ -126,8 +130,7 @@ def _judge(run: GateRun, policy_file: Path, checkpoint: Path, spec_file: Path, s
         attacks = ", ".join(f"{a.kind} {a.norm} {a.eps}" for a in spec.evaluation.attacks)
         raise GateError(f"the policy asks for {', '.join(missing)}, which the spec {spec_file} does not evaluate "
                         f"(it evaluates {attacks}): add them to its evaluation.attacks, or change the policy")
-    if not checkpoint.is_file():
-        raise GateError(f"checkpoint {checkpoint} does not exist or is not a file: check the path")
+    check_model_file(checkpoint)
     base, run.baseline = _baseline(policy, baseline, policy_file, server, api_key)
     if run.mode == "server":
         checkpoint_metadata(checkpoint)  # a broken file is reported here, before anything is uploaded
@@ -145,8 +148,11 @@ def _judge(run: GateRun, policy_file: Path, checkpoint: Path, spec_file: Path, s
 
 def gate(
     policy_file: Annotated[Path, typer.Option("--policy", metavar="POLICY.yaml", help="What must be reached.")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", metavar="FILE", help="A .safetensors checkpoint.")],
-    spec_file: Annotated[Path, typer.Option("--spec", metavar="SPEC.yaml", help="Dataset and attacks to evaluate.")],
+    checkpoint: Annotated[Path, typer.Option(
+        "--model", "--checkpoint", metavar="FILE",
+        help="The model file: .safetensors, .pt/.pth (state_dict) or .onnx, described by the spec's model section.")],
+    spec_file: Annotated[Path, typer.Option(
+        "--spec", metavar="SPEC.yaml", help="Its model section describes FILE; its dataset and attacks evaluate it.")],
     server: Annotated[str | None, typer.Option("--server", metavar="URL", help="Evaluate on this robustlab API "
                                                "(or env ROBUSTLAB_URL; with neither: --local)")] = None,
     local: Annotated[bool, typer.Option("--local", help="Evaluate in this process (needs torch).")] = False,
@@ -163,7 +169,7 @@ def gate(
     timeout: Annotated[float | None, typer.Option("--timeout", help="Server: give up waiting after this many s.")]
     = None,
 ) -> None:
-    """Evaluate a checkpoint and check it against a policy: exit 0 pass, 1 fail, 2 error (CI gate)."""
+    """Evaluate a model file and check it against a policy: exit 0 pass, 1 fail, 2 error (CI gate)."""
     started = time.monotonic()
     server = server or (None if local else os.environ.get("ROBUSTLAB_URL") or None)
     run = GateRun(mode="server" if server else "local", checkpoint=str(checkpoint), server=server)

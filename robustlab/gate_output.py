@@ -58,7 +58,7 @@ def _where(run: GateRun) -> str:
         how = f"evaluated on the server {run.server}" + (f" as job `{run.job_id}`" if run.job_id else "")
     else:
         how = "evaluated locally (in this process)"
-    return f"Checkpoint `{run.checkpoint}`{spec}, {how}."
+    return f"Model `{run.checkpoint}`{spec}, {how}."
 
 
 def markdown(verdict: Verdict, run: GateRun) -> str:

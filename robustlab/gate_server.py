@@ -1,7 +1,9 @@
-"""`robustlab gate --server`: upload the checkpoint, run an evaluate job, follow it, fetch its report.
+"""`robustlab gate --server` and `robustlab evaluate --server`: upload the model file (and a local
+npz dataset), run an evaluate job, follow it, fetch its report.
 
-Torch-free: the checkpoint's architecture is read from its safetensors header with the standard
-library, so a CI machine needs neither torch nor a GPU to gate against a server that has them.
+Torch-free: a robustlab checkpoint's architecture is read from its safetensors header with the
+standard library, and any other file (.pt/.pth state_dict, .onnx) is described by the spec's
+`model` section, so a CI machine needs neither torch nor a GPU to gate against a server that has them.
 """
 
 from __future__ import annotations
@@ -16,12 +18,19 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from core.reports import Report
-from core.specs import ExperimentSpec
+from core.specs import ExperimentSpec, NpzDataset, SpecError, is_user_model, parse_spec
 from robustlab.up_command import default_data_dir, read_stored_key
 from service.client import ClientError, RobustlabClient
 
 REPORT_FILES = ("report.json", "report.html", "report.md", "results.csv")
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".onnx")
+REFUSED_SUFFIXES = {
+    ".pt2": "torch.export archives are refused (torch's loader unpickles their payloads): export to ONNX",
+    ".ts": "TorchScript is refused (loading it runs code): export to ONNX, or save a state_dict",
+    ".pkl": "pickled files are refused (loading them runs code): save a state_dict (.safetensors/.pt) or ONNX",
+    ".pickle": "pickled files are refused (loading them runs code): save a state_dict (.safetensors/.pt) or ONNX",
+}
 
 
 class GateError(Exception):
@@ -49,6 +58,50 @@ def checkpoint_metadata(path: Path) -> dict[str, Any] | None:
         raise GateError(f"cannot read the checkpoint {path}: {exc.strerror or exc}") from None
     except (ValueError, AttributeError):  # bad JSON or UTF-8, a header of the wrong shape
         raise GateError(broken) from None
+
+
+def check_model_file(path: Path) -> None:
+    """A model file robustlab can read, by its suffix: the refusal says why and what to use instead."""
+    suffix = path.suffix.lower()
+    if suffix in REFUSED_SUFFIXES:
+        raise GateError(f"{path.name}: {REFUSED_SUFFIXES[suffix]}")
+    if suffix not in MODEL_SUFFIXES:
+        raise GateError(f"{path.name}: unknown model file type {suffix or '(no suffix)'!r}: use .safetensors, "
+                        ".pt/.pth (a state_dict) or .onnx")
+    if not path.is_file():
+        raise GateError(f"model file {path} does not exist or is not a file: check the path")
+
+
+def parse_model_json(text: str) -> dict[str, Any]:
+    """A model section given as JSON text (--model-json), validated like a spec's `model` section."""
+    try:
+        model = json.loads(text)
+    except ValueError as exc:
+        raise GateError(f"--model-json is not JSON ({exc}): e.g. "
+                        "'{\"format\": \"onnx\", \"input_shape\": [1, 8, 8], \"num_classes\": 10}'") from None
+    if not isinstance(model, dict):
+        raise GateError("--model-json must be a JSON object, the spec's model section")
+    stub = {"name": "model-json", "dataset": {"name": "digits"}, "model": model,
+            "regularizers": [{"name": "erm", "kind": "none"}]}
+    try:
+        return parse_spec(stub).model.model_dump(mode="json")
+    except SpecError as exc:
+        raise GateError("--model-json: " + "; ".join(str(p) for p in exc.problems)) from None
+
+
+def upload_section(path: Path, model: Any) -> dict[str, Any] | None:
+    """The model section sent with a file: a user format's as declared; for a registry checkpoint that
+    describes itself, what its metadata says; else the spec's (architecture and params)."""
+    if model is None:
+        return None
+    if isinstance(model, dict):
+        return model
+    if is_user_model(model):
+        return dict(model.model_dump(mode="json"))
+    meta = checkpoint_metadata(path)
+    if meta and meta.get("architecture"):
+        return {"architecture": str(meta["architecture"]), "params": meta.get("params") or {}}
+    return dict(model.model_dump(mode="json"))
 
 
 def connect(server: str | None, api_key: str | None, need: str) -> RobustlabClient:
@@ -102,18 +155,32 @@ def _follow(client: RobustlabClient, job_id: str, timeout: float | None) -> dict
         return client.wait(job_id, on_progress=show, timeout=timeout)
 
 
+def upload_local_dataset(client: RobustlabClient, spec: ExperimentSpec) -> ExperimentSpec:
+    """A spec naming a local .npz (`dataset: {name: npz, path}`) cannot go to a server, which never opens
+    paths a client names: upload the file and name it by id instead (`{name: upload, id}`)."""
+    if not isinstance(spec.dataset, NpzDataset):
+        return spec
+    path = spec.dataset.path
+    console = Console(stderr=True, soft_wrap=True)
+    console.print(f"uploading the dataset {path} ...", highlight=False)
+    uploaded = client.upload_dataset(path)
+    dataset = {"name": "upload", "id": uploaded["id"],
+               **spec.dataset.model_dump(mode="json", include={"train_size", "test_size", "seed"})}
+    console.print(f"dataset {path.name} is upload {uploaded['id']}", highlight=False)
+    return parse_spec({**spec.model_dump(mode="json"), "dataset": dataset})
+
+
 def evaluate_on_server(server: str | None, api_key: str | None, checkpoint: Path, spec: ExperimentSpec,
                        out: Path | None, timeout: float | None) -> tuple[Report, str, str]:
-    """Upload, evaluate, wait; the report, the job id and where the full report is."""
-    meta = checkpoint_metadata(checkpoint)
-    if meta is None and checkpoint.suffix.lower() != ".safetensors":
-        raise GateError(f"{checkpoint.name} is not a .safetensors checkpoint saved by robustlab, so it does not say "
-                        "its input shape and classes: save it as .safetensors, or gate with --local")
-    architecture = str((meta or {}).get("architecture") or spec.model.architecture)
-    params = (meta or {}).get("params") or spec.model.params.model_dump(mode="json")
+    """Upload the model file (and a local npz dataset), evaluate, wait; the report, the job id and where
+    the full report is. The spec's model section describes the file (onnx/timm/torchvision, or the
+    registry architecture of a state_dict); a robustlab .safetensors checkpoint describes itself."""
+    check_model_file(checkpoint)
+    model = upload_section(checkpoint, spec.model)
     with connect(server, api_key, "--server mode") as client:
         try:
-            uploaded = client.upload_checkpoint(checkpoint, architecture, params)
+            spec = upload_local_dataset(client, spec)
+            uploaded = client.upload_model(checkpoint, model)
             job = client.submit(spec, kind="evaluate", checkpoint=uploaded["id"])
             console = Console(stderr=True, soft_wrap=True)  # CI logs: one line per message, never wrapped
             console.print(f"job {job['id']} evaluates {checkpoint.name} on {client.base_url}", highlight=False)

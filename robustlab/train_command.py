@@ -22,6 +22,7 @@ from models.datasets.base import DatasetBundle
 from models.regularizers import per_sample_loss
 from models.training.experiment import RunResult, train_experiment
 from models.training.loop import ProgressCallback, ProgressEvent
+from robustlab.cli import model_label
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def run_training(spec: ExperimentSpec, out: Path, device: str | None, console: C
     console.print(
         f"[bold]{spec.name}[/]: {len(spec.regularizers)} regularizers × {len(spec.seeds)} seeds on "
         f"{data.name} ({len(data.x_train)} train / {len(data.x_test)} test, input {data.input_shape}), "
-        f"{spec.model.architecture}, {spec.training.epochs} epochs → {out}"
+        f"{model_label(spec.model)}, {spec.training.epochs} epochs → {out}"
     )
     columns = (TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.fields[status]}"),
                TimeElapsedColumn(), TimeRemainingColumn())

@@ -295,16 +295,71 @@ class RobustlabClient:
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
 
-    # --- checkpoints -------------------------------------------------------------------------------
+    # --- uploads: models and datasets ---------------------------------------------------------------
+
+    def _upload(self, endpoint: str, path: str | Path, data: dict[str, str], what: str) -> dict[str, Any]:
+        """POST a file as multipart (streamed from disk, reopened for every retry) with form fields."""
+        path = Path(path)
+        if not path.is_file():
+            raise ClientError(f"cannot read the {what} {path}: no such file")
+
+        def attempt() -> httpx.Response:  # the file is opened anew for each attempt: a retry resends all of it
+            try:
+                handle = path.open("rb")
+            except OSError as exc:
+                raise ClientError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+            with handle:
+                files = {"file": (path.name, handle, "application/octet-stream")}
+                return self._http.post(endpoint, data=data, files=files)
+
+        result: dict[str, Any] = self._json(self._retrying(attempt, (200, 201)))
+        return result
+
+    def upload_model(self, path: str | Path, model: dict[str, Any] | BaseModel | None = None) -> dict[str, Any]:
+        """POST /v1/models (multipart) → {id, sha256, bytes, filename, format, architecture, model}.
+
+        `path`: .safetensors, .pt/.pth (a state_dict) or .onnx. `model`: the spec's model section that
+        describes the file, e.g. {"format": "onnx", "input_shape": [1, 8, 8], "num_classes": 10}; needed
+        for onnx/timm/torchvision and for a registry state_dict, optional for a .safetensors file saved
+        by robustlab (it describes itself). The server checks the file (safely) before accepting it;
+        the returned id goes into an evaluate job (`submit(spec, kind="evaluate", checkpoint=id)`).
+        """
+        if isinstance(model, BaseModel):
+            model = model.model_dump(mode="json", exclude_none=True)
+        data = {} if model is None else {"model": json.dumps(model)}
+        return self._upload("/v1/models", path, data, "model file")
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        """GET /v1/models/{id}: what the upload returned."""
+        result: dict[str, Any] = self._json(self._request("GET", f"/v1/models/{model_id}"))
+        return result
+
+    def upload_dataset(self, path: str | Path, num_classes: int | None = None) -> dict[str, Any]:
+        """POST /v1/datasets (multipart) → {id, sha256, bytes, filename, train_samples, test_samples,
+        sample_shape, num_classes}.
+
+        `path`: an .npz with x_test/y_test (optionally x_train/y_train), inputs in [0, 1], read by
+        the server with allow_pickle=False. A spec names it as `dataset: {name: upload, id: <id>}`.
+        """
+        data = {} if num_classes is None else {"num_classes": str(num_classes)}
+        return self._upload("/v1/datasets", path, data, "dataset")
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        """GET /v1/datasets/{id}."""
+        result: dict[str, Any] = self._json(self._request("GET", f"/v1/datasets/{dataset_id}"))
+        return result
+
+    def list_datasets(self) -> Any:
+        """GET /v1/datasets: this tenant's uploaded datasets."""
+        return self._json(self._request("GET", "/v1/datasets"))
 
     def upload_checkpoint(self, path: str | Path, architecture: str, params: dict[str, Any] | None = None, *,
                           input_shape: list[int] | None = None, num_outputs: int | None = None) -> dict[str, Any]:
-        """POST /v1/checkpoints (multipart, streamed from disk) → {id, sha256, bytes, architecture}.
+        """POST /v1/checkpoints (the older form of `upload_model` for registry architectures) → {id, sha256, ...}.
 
         A .safetensors file saved by robustlab describes itself; a .pt state_dict also needs
         `input_shape` and `num_outputs`. The server checks the file (safely) before accepting it.
         """
-        path = Path(path)
         data = {"architecture": architecture}
         if params is not None:
             data["params"] = json.dumps(params)
@@ -312,20 +367,7 @@ class RobustlabClient:
             data["input_shape"] = json.dumps(input_shape)
         if num_outputs is not None:
             data["num_outputs"] = str(num_outputs)
-        if not path.is_file():
-            raise ClientError(f"cannot read the checkpoint {path}: no such file")
-
-        def attempt() -> httpx.Response:  # the file is opened anew for each attempt: a retry resends all of it
-            try:
-                handle = path.open("rb")
-            except OSError as exc:
-                raise ClientError(f"cannot read the checkpoint {path}: {exc.strerror or exc}") from None
-            with handle:
-                files = {"file": (path.name, handle, "application/octet-stream")}
-                return self._http.post("/v1/checkpoints", data=data, files=files)
-
-        result: dict[str, Any] = self._json(self._retrying(attempt, (200, 201)))
-        return result
+        return self._upload("/v1/checkpoints", path, data, "checkpoint")
 
     # --- service -----------------------------------------------------------------------------------
 
