@@ -1,5 +1,6 @@
 """Dataset specs: a discriminated union on `name`."""
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -8,6 +9,8 @@ from pydantic import Field, model_validator
 from core.specs.base import FieldError, Spec
 
 Size = Annotated[int, Field(gt=0, description="number of samples to draw (seeded); omit for all")]
+DIGITS_IMAGES = 1797
+OFFICIAL_SPLITS = {"mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000), "cifar10": (50_000, 10_000)}
 
 
 class _Split(Spec):
@@ -17,6 +20,14 @@ class _Split(Spec):
     test_size: Size | None = None
     seed: int = Field(0, ge=0, description="seed of the sample selection")
 
+    def _fits(self, train: int, test: int, where: str, hint: str = "") -> None:
+        """A size beyond what the dataset holds fails here, at validation, not minutes into a job."""
+        for field, size, available in (("train_size", self.train_size, train), ("test_size", self.test_size, test)):
+            if size is not None and size > available:
+                part = field.removesuffix("_size")
+                raise FieldError(f"{size:,} is more than the {available:,} {part} samples of {where}: "
+                                 f"use at most {available:,}{hint} (or leave {field} out for all)", field)
+
 
 class DigitsDataset(_Split):
     """scikit-learn's bundled UCI digits: 1,797 images, 1×8×8, 10 classes."""
@@ -25,6 +36,12 @@ class DigitsDataset(_Split):
     test_fraction: float = Field(
         0.3, gt=0.0, lt=1.0, description="share of the 1,797 images held out for testing"
     )
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> "DigitsDataset":
+        test = math.ceil(DIGITS_IMAGES * self.test_fraction)  # as sklearn's stratified train_test_split
+        self._fits(DIGITS_IMAGES - test, test, f"digits (1,797 images, test_fraction {self.test_fraction:g})")
+        return self
 
 
 class ImageFileDataset(_Split):
@@ -42,6 +59,17 @@ class ImageFileDataset(_Split):
         description="draw disjoint train and test parts from the official test set only "
         "(for machines that hold only the test files)",
     )
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> "ImageFileDataset":
+        train, test = OFFICIAL_SPLITS[self.name]
+        if not self.split_test_set:
+            self._fits(train, test, f"{self.name}'s official split")
+        elif (self.train_size or 0) + (self.test_size or 0) > test:
+            raise FieldError(f"train_size + test_size = {(self.train_size or 0) + (self.test_size or 0):,} is more "
+                             f"than the {test:,} images of {self.name}'s test set that split_test_set divides",
+                             "train_size" if self.train_size else "test_size")
+        return self
 
 
 class NpzDataset(_Split):
@@ -86,6 +114,8 @@ class SyntheticDataset(_Split):
                 "set n_features: 2 and n_classes: 2, or use generator 'blobs' or 'classification'",
                 "n_features" if self.n_features != 2 else "n_classes",
             )
+        train = round(0.7 * self.n_samples)  # models.datasets.synthetic splits 70/30
+        self._fits(train, self.n_samples - train, f"{self.n_samples:,} samples split 70/30", ", or raise n_samples")
         return self
 
 
@@ -109,6 +139,8 @@ class FunctionRegressionDataset(_Split):
             raise FieldError(f"function {self.function!r} is defined in 2 dimensions: set dim: 2", "dim")
         if self.function == "rosenbrock" and self.dim < 2:
             raise FieldError("function 'rosenbrock' needs dim >= 2", "dim")
+        train = max(1, min(self.n_samples - 1, round(0.7 * self.n_samples)))  # as models.datasets.functions
+        self._fits(train, self.n_samples - train, f"{self.n_samples:,} samples split 70/30", ", or raise n_samples")
         return self
 
 

@@ -246,6 +246,24 @@ def problems_of(error: ValidationError) -> list[Problem]:
     return merged
 
 
+def _duplicate_names(data: dict[str, Any]) -> list[Problem]:
+    """Repeated regularizer names, read from the raw data: the spec's own check of them runs only once
+    every field is valid, so with any other problem they would otherwise go unlisted."""
+    regularizers = data.get("regularizers")
+    first: dict[str, int] = {}
+    out = []
+    for index, entry in enumerate(regularizers if isinstance(regularizers, list) else []):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            out.append(Problem(f"regularizers[{index}].name", f"regularizer names must be unique; {name!r} is "
+                               f"already the name of regularizers[{first[name]}]: rename one"))
+        else:
+            first[name] = index
+    return out
+
+
 def parse_spec(data: Any, source: str = "spec") -> ExperimentSpec:
     """Validate a spec given as a mapping; raise SpecError listing every problem."""
     if not isinstance(data, dict):
@@ -255,7 +273,9 @@ def parse_spec(data: Any, source: str = "spec") -> ExperimentSpec:
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(source, problems_of(exc)) from None
+        problems = problems_of(exc)
+        listed = {p.path for p in problems}
+        raise SpecError(source, problems + [p for p in _duplicate_names(data) if p.path not in listed]) from None
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:

@@ -132,3 +132,23 @@ def test_the_dashboard_is_served_beside_the_api(api: ApiServer) -> None:
     assert client.get("/dashboard/missing.js").json()["error"]["type"] == "not_found"
     assert client.get("/v1/nothing-here").json()["error"]["type"] == "not_found"  # the API keeps its 404s
     assert client.get("/healthz").status_code == 200 and client.get("/docs").status_code == 200
+
+
+def test_sizes_beyond_the_bundled_dataset_are_refused_before_a_job_runs(api: ApiServer) -> None:
+    """digits has 1,797 images; with test_fraction 0.3 the split holds 1,257 train and 540 test."""
+    for sizes, path, words in (("train_size: 50000, test_size: 100", "dataset.train_size", "at most 1,257"),
+                               ("train_size: 200, test_size: 541", "dataset.test_size", "at most 540")):
+        result = _validate(api, {"spec_text": GOOD.replace("train_size: 200, test_size: 100", sizes)})
+        assert result["valid"] is False
+        assert words in {p["path"]: p["message"] for p in result["problems"]}[path], result
+    spec = _validate(api, {"spec_text": GOOD})["spec"]
+    refused = api.client("alice").post("/v1/jobs", json={"kind": "compare", "spec": {
+        **spec, "dataset": {**spec["dataset"], "train_size": 50000}}})
+    assert refused.status_code == 422, refused.text
+    assert "1,257 train samples of digits" in refused.text
+
+
+def test_a_repeated_regularizer_name_is_listed_beside_other_problems(api: ApiServer) -> None:
+    text = GOOD.replace("name: doubleback", "name: erm").replace("epochs: 2", "epochs: -2")
+    paths = [p["path"] for p in _validate(api, {"spec_text": text})["problems"]]
+    assert "training.epochs" in paths and "regularizers[1].name" in paths

@@ -194,3 +194,30 @@ def test_cli_as_a_process_lists_json_and_rejects_unknown_category() -> None:
     assert {e["name"] for e in json.loads(listed.stdout)} == EXPECTED_NAMES["attacks"]
     unknown = _process("list", "nonsense")
     assert unknown.returncode == 2 and "use one of regularizers" in unknown.stderr
+
+
+@pytest.mark.parametrize(("dataset", "path", "words"), [
+    ("{name: digits, train_size: 50000}", "dataset.train_size", "more than the 1,257 train samples of digits"),
+    ("{name: digits, test_size: 541}", "dataset.test_size", "use at most 540"),
+    ("{name: digits, test_fraction: 0.5, train_size: 899}", "dataset.train_size", "use at most 898"),
+    ("{name: mnist, train_size: 60001}", "dataset.train_size", "60,000 train samples of mnist"),
+    ("{name: cifar10, split_test_set: true, train_size: 9000, test_size: 2000}", "dataset.train_size",
+     "10,000 images of cifar10's test set"),
+    ("{name: synthetic, n_samples: 100, test_size: 31}", "dataset.test_size", "or raise n_samples"),
+])
+def test_validate_refuses_sizes_the_dataset_cannot_give(tmp_path: Path, dataset: str, path: str,
+                                                        words: str) -> None:
+    text = Path(EXAMPLE).read_text().replace("{name: digits, train_size: 500, test_size: 500, seed: 0}", dataset)
+    spec = tmp_path / "sizes.yaml"
+    spec.write_text(text)
+    result = CliRunner().invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 1 and path in result.output and words in result.output, result.output
+
+
+def test_validate_lists_a_repeated_name_beside_other_problems(tmp_path: Path) -> None:
+    text = Path(EXAMPLE).read_text().replace("name: doubleback,", "name: erm,").replace("lr: 0.001", "lr: -1")
+    spec = tmp_path / "two.yaml"
+    spec.write_text(text)
+    result = CliRunner().invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 1 and "training.lr" in result.output, result.output
+    assert "regularizers[1].name" in result.output and "must be unique" in result.output
