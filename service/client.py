@@ -315,7 +315,8 @@ class RobustlabClient:
         result: dict[str, Any] = self._json(self._retrying(attempt, (200, 201)))
         return result
 
-    def upload_model(self, path: str | Path, model: dict[str, Any] | BaseModel | None = None) -> dict[str, Any]:
+    def upload_model(self, path: str | Path, model: dict[str, Any] | BaseModel | None = None, *,
+                     input_shape: list[int] | None = None, num_outputs: int | None = None) -> dict[str, Any]:
         """POST /v1/models (multipart) → {id, sha256, bytes, filename, format, architecture, model}.
 
         `path`: .safetensors, .pt/.pth (a state_dict) or .onnx. `model`: the spec's model section that
@@ -327,6 +328,10 @@ class RobustlabClient:
         if isinstance(model, BaseModel):
             model = model.model_dump(mode="json", exclude_none=True)
         data = {} if model is None else {"model": json.dumps(model)}
+        if input_shape is not None:  # a registry .pt state_dict does not say its shape or class count
+            data["input_shape"] = json.dumps(input_shape)
+        if num_outputs is not None:
+            data["num_outputs"] = str(num_outputs)
         return self._upload("/v1/models", path, data, "model file")
 
     def model(self, model_id: str) -> dict[str, Any]:

@@ -147,6 +147,14 @@ class _Declared:
         return command
 
 
+def _needs_shape(declared: _Declared, filename: str) -> None:
+    if declared.format == "registry" and Path(filename).suffix in (".pt", ".pth") and \
+            (declared.input_shape is None or declared.num_outputs is None):
+        raise _problem("input_shape" if declared.input_shape is None else "num_outputs",
+                       "a .pt state_dict does not say what it was trained on: send input_shape (one sample, e.g. "
+                       "[1, 8, 8]) and num_outputs (the number of classes) with it")
+
+
 def _filename(upload: Upload, fmt: str) -> str:
     filename = safe_filename(upload.filename, default_stem="model")
     suffix = Path(filename).suffix
@@ -174,6 +182,7 @@ async def _upload_model(request: Request, tenant: str, services: Any, response: 
     try:
         declared = _Declared(upload.fields)
         filename = _filename(upload, declared.format)
+        _needs_shape(declared, filename)
         result = await _check(services, declared.command(upload.path, checked, settings.max_upload_bytes))
         if not result.ok:
             # The loader saw our temporary file; the user knows their own file name.
