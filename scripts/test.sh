@@ -13,5 +13,5 @@ if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
     fi
 fi
 python3 -m venv .venv
-.venv/bin/pip install -q -c constraints/cpu.txt -e '.[dev]'
+.venv/bin/pip install -q -c constraints/cpu.txt -e '.[dev]' ./packaging/torchvision-cpu-compat
 exec .venv/bin/python -m pytest "$@"
