@@ -15,9 +15,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import IO
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +33,34 @@ def _die_with_parent() -> None:
 
 
 class Child:
-    """One managed process: `start()` (again, to restart), `exited()`, `pid`, `returncode`."""
+    """One managed process: `start()` (again, to restart), `exited()`, `pid`, `returncode`.
 
-    def __init__(self, name: str, command: list[str], env: Mapping[str, str]) -> None:
-        self.name, self.command, self.env = name, command, dict(env)
+    With `relay`, the child's stdout and stderr come through a pipe and each line is handed to
+    `relay` (from a thread), so that `up` can print them above its live progress bar instead of
+    letting them scribble over it.
+    """
+
+    def __init__(self, name: str, command: list[str], env: Mapping[str, str],
+                 relay: Callable[[str], None] | None = None) -> None:
+        self.name, self.command, self.env, self.relay = name, command, dict(env), relay
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Child:
         preexec: Callable[[], None] | None = _die_with_parent if sys.platform.startswith("linux") else None
+        output = {} if self.relay is None else {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
         self.process = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, preexec_fn=preexec)
+                                        start_new_session=True, preexec_fn=preexec, **output)
+        if self.relay is not None and self.process.stdout is not None:
+            threading.Thread(target=self._relay_lines, args=(self.process.stdout, self.relay),
+                             name=f"{self.name}-output", daemon=True).start()
         logger.info("started %s (pid %d)", self.name, self.process.pid)
         return self
+
+    @staticmethod
+    def _relay_lines(pipe: IO[bytes], relay: Callable[[str], None]) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for raw in iter(pipe.readline, b""):
+                relay(raw.decode(errors="replace").rstrip("\n"))
 
     @property
     def pid(self) -> int | None:

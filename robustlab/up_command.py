@@ -14,6 +14,7 @@ import collections
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 KEYS_FILE = "api-keys"  # "tenant:key" lines, in the data directory, mode 0600
+DEMO_SPEC_SMALL = "examples/digits-small.yaml"  # what the banner suggests trying: a minute, not the whole demo
 MAX_RESTARTS = 5  # worker restarts within RESTART_WINDOW before `up` gives up on a crash loop
 RESTART_WINDOW = 60.0
 
@@ -47,6 +49,53 @@ class UpError(RuntimeError):
 
 
 # --- configuration -----------------------------------------------------------------------------------
+
+
+def cpu_count() -> int:
+    """The CPUs this process may use (its affinity mask, e.g. a container's limit), not the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers(demo: bool, cpus: int | None = None) -> int:
+    """One worker per 2 CPUs (1 to 8), plus one for the demo job, so a user's first own job starts at
+    once instead of queueing behind a demo that keeps a worker busy for minutes."""
+    return max(1, min(8, (cpus or cpu_count()) // 2)) + (1 if demo else 0)
+
+
+_output_lock = threading.Lock()
+
+
+def print_line(line: str) -> None:
+    """A line on stderr, as it is *now* (a live progress bar redirects it to print above the bar)."""
+    with _output_lock:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+class _StderrNow(logging.StreamHandler):  # type: ignore[type-arg]
+    """A log handler that writes to the current sys.stderr, not to the one at setup time."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stderr)
+        super().emit(record)
+
+
+def cli_command() -> str:
+    """How the user can run `robustlab` from this directory: 'robustlab' when it is on PATH (an activated
+    venv), else the venv's script as a path ('.venv/bin/robustlab'), so the banner's suggestions work."""
+    script = Path(sys.executable).parent / "robustlab"
+    found = shutil.which("robustlab")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "robustlab"
+    if not script.exists():
+        return f"{sys.executable} -m robustlab.cli"
+    try:
+        return str(script.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def default_data_dir() -> Path:
@@ -117,11 +166,12 @@ class Stack:
     """Redis, the API and the workers of one `robustlab up`, started and stopped in order."""
 
     def __init__(self, settings: Settings, host: str, port: int, workers: int, data_dir: Path, grace: float,
-                 gpus: list[str] | None = None) -> None:
+                 gpus: list[str] | None = None, threads_per_worker: int | None = None) -> None:
         self.settings = settings
         self.gpus = gpus or []
         self.host, self.port, self.grace = host, port, grace
         self.workers = len(self.gpus) if self.gpus else workers
+        self.threads_per_worker = threads_per_worker  # OMP_NUM_THREADS for each worker (None: torch's default)
         self.data_dir = data_dir
         self.stopping = threading.Event()  # set by SIGINT / SIGTERM
         self.redis: EmbeddedRedis | None = None
@@ -153,13 +203,17 @@ class Stack:
                "ROBUSTLAB_DATA_DIR": str(self.data_dir)}
         # Access logs are off: 200 pollers would spend the API's time writing lines nobody reads.
         self.api = Child("api", [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
-                                 "--host", self.host, "--port", str(self.port), "--no-access-log"], env).start()
+                                 "--host", self.host, "--port", str(self.port), "--no-access-log"], env,
+                         relay=print_line).start()
+        if self.threads_per_worker and "OMP_NUM_THREADS" not in os.environ:
+            env["OMP_NUM_THREADS"] = str(self.threads_per_worker)  # N workers × all cores would oversubscribe
         for i in range(self.workers):
             # One worker per GPU when --gpus names them: each sees only its own device.
             pinned = {"CUDA_VISIBLE_DEVICES": self.gpus[i]} if self.gpus else {}
             name = f"worker-gpu{self.gpus[i]}" if self.gpus else f"worker-{i + 1}"
             self.worker_children.append(
-                Child(name, [sys.executable, "-m", "robustlab.cli", "worker"], {**env, **pinned}).start())
+                Child(name, [sys.executable, "-m", "robustlab.cli", "worker"], {**env, **pinned},
+                      relay=print_line).start())
         self._wait_ready(ready_timeout)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -220,8 +274,8 @@ class Stack:
             self.redis.stop()
 
 
-def _banner(stack: Stack, data_dir_given: bool) -> str:
-    lines = [f"robustlab is up: {stack.url}  (API docs: {stack.url}/docs)"]
+def _banner(stack: Stack, data_dir_given: bool, demo: bool = False) -> str:
+    lines = [f"robustlab is up: {stack.url}/  (the dashboard; API docs: {stack.url}/docs)"]
     if stack.api_key:
         lines.append(f"  API key (tenant default): {stack.api_key}  (kept in {stack.data_dir / KEYS_FILE})")
     else:
@@ -229,13 +283,15 @@ def _banner(stack: Stack, data_dir_given: bool) -> str:
     redis_line = _shown(stack.redis_url) + (f" (embedded, data in {stack.data_dir / 'redis'})" if stack.redis else "")
     lines.append(f"  Redis: {redis_line}")
     pinned = f" on GPUs {','.join(stack.gpus)}" if stack.gpus else ""
-    lines.append(f"  workers: {stack.workers}{pinned}; artifacts and job data in {stack.data_dir}")
-    lines.append("Try it, in another terminal:")
+    for_demo = " (one of them for the demo job, so your own jobs start at once)" if demo and stack.workers > 1 else ""
+    lines.append(f"  workers: {stack.workers}{pinned}{for_demo}; artifacts and job data in {stack.data_dir}")
+    lines.append("Try it, in another terminal (from this directory):")
     if stack.url != f"http://127.0.0.1:{DEFAULT_PORT}":
         lines.append(f"  export ROBUSTLAB_URL={stack.url}")
     if stack.api_key and data_dir_given:
         lines.append(f"  export ROBUSTLAB_API_KEY={stack.api_key}")
-    lines.append("  robustlab submit examples/digits-quick.yaml --wait")
+    small = DEMO_SPEC_SMALL if Path(DEMO_SPEC_SMALL).is_file() else "SPEC.yaml"
+    lines.append(f"  {cli_command()} submit {small} --wait   # 3 regularizers × 1 seed: about a minute")
     lines.append("Ctrl-C stops everything.")
     return "\n".join(lines)
 
@@ -243,7 +299,10 @@ def _banner(stack: Stack, data_dir_given: bool) -> str:
 def up(
     host: Annotated[str, typer.Option("--host", help="Interface the API listens on.")] = DEFAULT_HOST,
     port: Annotated[int, typer.Option("--port", help="Port of the API.")] = DEFAULT_PORT,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Worker processes.")] = 1,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, show_default=False,
+                                 help="Worker processes [default: one per 2 CPUs (1-8), plus one with --demo].")
+    ] = None,
     gpus: Annotated[
         str, typer.Option("--gpus", help="GPU ids, e.g. 0,1: one worker per GPU (CUDA_VISIBLE_DEVICES), not --workers")
     ] = "",
@@ -258,7 +317,8 @@ def up(
     ] = None,
 ) -> None:
     """Run the whole service on this machine: Redis, the API and N workers; Ctrl-C stops it all."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s up: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s up: %(message)s", datefmt="%H:%M:%S",
+                        handlers=[_StderrNow()])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not every /readyz probe
     try:
         settings = Settings()
@@ -275,7 +335,12 @@ def up(
             raise typer.Exit(1) from None
     directory = (data_dir or settings.data_dir).resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    stack = Stack(settings, host, port, workers, directory, grace, [g.strip() for g in gpus.split(",") if g.strip()])
+    threads = None
+    if workers is None:
+        workers = default_workers(demo is not None)
+        threads = max(1, cpu_count() // workers)
+    stack = Stack(settings, host, port, workers, directory, grace, [g.strip() for g in gpus.split(",") if g.strip()],
+                  threads_per_worker=threads)
 
     def stop(signum: int, _frame: object) -> None:
         if stack.stopping.is_set():
@@ -288,7 +353,7 @@ def up(
     try:
         stack.start(ready_timeout)
         if not stack.stopping.is_set():
-            typer.echo(_banner(stack, data_dir is not None), err=False)
+            typer.echo(_banner(stack, data_dir is not None, demo=demo_spec is not None), err=False)
             sys.stdout.flush()
             if demo_spec is not None:
                 if stack.api_key is None:

@@ -17,9 +17,9 @@ from core.settings import get_settings
 
 def _drop_rq_success_lines(record: logging.LogRecord) -> bool:
     """RQ logs "Successfully completed … Job OK" whenever the task returned, also for a job that failed
-    (the outcome lives in our job record); the worker logs "job ID succeeded|failed: …" instead."""
-    text = str(record.msg)
-    return "Successfully completed" not in text and "Job OK" not in text
+    (the outcome lives in our job record); worker.runner logs "job ID succeeded|failed: …" instead."""
+    text = record.getMessage()
+    return "Successfully completed" not in text and "Job OK" not in text and "result is kept for" not in text
 
 
 def worker(

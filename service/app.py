@@ -26,6 +26,7 @@ from service.deps import Services
 from service.errors import install_handlers
 from service.metrics import make_registry
 from service.routers import catalog, datasets, jobs, models, ops, reports, specs
+from service.short_ids import ShortJobIds
 
 logger = logging.getLogger(__name__)
 
@@ -96,5 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     dashboard.mount(app)  # GET / and /dashboard/*: the web UI (service/dashboard)
     docs.mount(app)  # GET /docs and /redoc, their assets shipped locally (offline)
+    app.add_middleware(ShortJobIds)  # /v1/jobs/3f2a9c1e/...: the 8 characters the dashboard and CLI show
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -126,9 +126,6 @@ class RobustlabWorker(Worker):
             return
         if record.status.finished:
             shutil.rmtree(self.settings.work_root / job_id, ignore_errors=True)
-            # RQ's own "Job OK" says only that the task returned (robustlab.worker_command drops it)
-            log.info("job %s %s%s", job_id, record.status.value,
-                     f": {record.error.type}: {record.error.message}" if record.error else "")
             return
         info = self.journal.current(job_id)
         if not info or info.get("rq_job") != job.id:

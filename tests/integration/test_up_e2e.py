@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -117,7 +118,8 @@ def _wait_ready(up: Up, timeout: float = 90.0) -> str:
 
 def test_up_runs_a_job_end_to_end_and_leaves_no_process_behind(up: Up, tmp_path: Path) -> None:
     key = _wait_ready(up)
-    assert key in up.output() and "robustlab submit examples/digits-quick.yaml --wait" in up.output()
+    assert key in up.output() and "submit examples/digits-small.yaml --wait" in up.output()
+    assert f"{up.url}/  (the dashboard" in up.output()
     assert (up.data_dir / "api-keys").stat().st_mode & 0o777 == 0o600
     up.record_children()
 
@@ -133,7 +135,7 @@ def test_up_runs_a_job_end_to_end_and_leaves_no_process_behind(up: Up, tmp_path:
     # The CLI commands, against the same server.
     runner = CliRunner()
     options = ["--server", up.url, "--api-key", key]
-    result = runner.invoke(app, ["status", job["id"], *options])
+    result = runner.invoke(app, ["status", job["id"][:8], *options])  # the 8 characters the dashboard shows
     assert result.exit_code == 0 and "succeeded" in result.output, result.output
     result = runner.invoke(app, ["report", job["id"], "--out", str(tmp_path / "fetched"), *options])
     assert result.exit_code == 0, result.output
@@ -209,6 +211,13 @@ def test_up_demo_runs_the_spec_and_saves_its_report(tmp_path: Path, key_prefix: 
             assert "ended failed" not in running.output(), running.output()
             time.sleep(0.3)
         running.record_children()
+        output = running.output()
+        # Not a terminal: a log line per stage or run, with the time left in words and a dashboard link.
+        progress = [line for line in output.splitlines() if " up: demo job: " in line]
+        assert any("% training (" in line for line in progress), output
+        assert not re.search(r"about \d+s left", output), output
+        assert re.search(rf"{running.url}/#/jobs/[0-9a-f-]{{36}}", output), output
+        assert "Job OK" not in output  # RQ's word for "the task returned", also for failed jobs
         report = json.loads((running.data_dir / "demo-report" / "report.json").read_text())
         assert sorted(s["regularizer"] for s in report["summary"]) == ["doubleback", "erm"]
         assert (running.data_dir / "demo-report" / "report.html").exists()
