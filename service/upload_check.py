@@ -17,7 +17,7 @@ import logging
 import os
 import resource
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +38,16 @@ class CheckResult:
     details: dict[str, Any] | None = None
 
 
+Runner = Callable[[list[str], Settings], Awaitable[CheckResult]]
+
+
 class CheckPool:
     """A bounded pool of checker processes: a semaphore plus a cap on how many may wait."""
 
-    def __init__(self, running: int, waiting: int) -> None:
+    def __init__(self, running: int, waiting: int, runner: Runner | None = None) -> None:
         self.slots = asyncio.Semaphore(running)
         self.running, self.max_waiting, self.waiting = running, waiting, 0
+        self.runner = runner or run_checker
 
     async def run(self, command: list[str], settings: Settings) -> CheckResult:
         if self.slots.locked() and self.waiting >= self.max_waiting:
@@ -55,7 +59,7 @@ class CheckPool:
         finally:
             self.waiting -= 1
         try:
-            return await _run(command, settings)
+            return await self.runner(command, settings)
         finally:
             self.slots.release()
 
@@ -75,9 +79,10 @@ def clean_environment() -> dict[str, str]:
             "CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-async def _run(command: list[str], settings: Settings) -> CheckResult:
+async def run_checker(command: list[str], settings: Settings, program: tuple[str, ...] = ()) -> CheckResult:
+    """`python -m worker.upload_check COMMAND` (or `program`) under the limits; its JSON answer."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker.upload_check", *command, stdout=asyncio.subprocess.PIPE,
+        *(program or (sys.executable, "-m", "worker.upload_check")), *command, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=clean_environment(), cwd=str(REPO),
         preexec_fn=_limits(settings.check_memory_mb, settings.check_cpu_seconds))
     try:
