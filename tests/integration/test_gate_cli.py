@@ -199,3 +199,29 @@ def test_gate_against_a_real_server_passes_end_to_end(trained: dict[str, Path], 
     assert set(junit_cases(tmp_path / "g.xml").values()) == {"pass"}
     assert (tmp_path / "report" / "report.html").is_file()
     assert wrong.exit_code == 2 and "HTTP 401" in one_line_error(wrong)
+
+
+def test_gate_on_an_onnx_model_against_a_real_server_exits_0_1_2(redis_url: str, tmp_path: Path) -> None:
+    """The file is uploaded with the spec's model section and evaluated by a worker, as a .safetensors is."""
+    from tests.user_model_fixtures import SECTIONS, digits, example_input, export_onnx, spec_dict, trained_cnn
+
+    onnx_file = export_onnx(trained_cnn(digits()), example_input("plain"), tmp_path / "own.onnx")
+    spec = tmp_path / "onnx-spec.yaml"
+    spec.write_text(yaml.safe_dump(spec_dict(SECTIONS["plain"], max_samples=40)))
+    passing = write_policy(tmp_path / "pass.yaml", {"min_clean_accuracy": 0.5, "min_robust_accuracy": [
+        {"attack": "worst_case", "norm": "linf", "eps": 0.05, "min": 0.05}]})
+    failing = write_policy(tmp_path / "fail.yaml", {"min_clean_accuracy": 0.999})
+    (tmp_path / "broken.onnx").write_bytes(onnx_file.read_bytes()[:200])
+
+    def run(policy: Path, model: Path, server: str) -> Result:
+        command = ["gate", "--policy", str(policy), "--model", str(model), "--spec", str(spec), "--server", server]
+        return CliRunner().invoke(app, command, env={**CLEAN_ENV, "ROBUSTLAB_API_KEY": key_of("alice")})
+
+    with running_stack(redis_url, tmp_path / "stack") as (api, _):
+        passed, failed, broken = run(passing, onnx_file, api.url), run(failing, onnx_file, api.url), \
+            run(passing, tmp_path / "broken.onnx", api.url)
+    assert passed.exit_code == 0, passed.output
+    assert "robustlab gate: passed" in passed.stdout
+    assert failed.exit_code == 1, failed.output
+    assert broken.exit_code == 2, broken.output
+    assert "not a readable ONNX file" in one_line_error(broken)
