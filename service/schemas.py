@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -95,7 +95,7 @@ class UploadedModel(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, record: Any) -> Any:
+    def of(cls, record: Any) -> Self:
         return cls(id=record.id, sha256=record.sha256, bytes=record.bytes, filename=record.filename,
                    format=record.format, architecture=record.architecture, model=record.model,
                    created_at=record.created_at)
@@ -108,7 +108,7 @@ class ModelCreated(UploadedModel):
     uploaded_bytes: int
 
     @classmethod
-    def of(cls, record: Any, uploaded_sha256: str = "", uploaded_bytes: int = 0) -> Any:  # type: ignore[override]
+    def created(cls, record: Any, uploaded_sha256: str, uploaded_bytes: int) -> ModelCreated:
         base = UploadedModel.of(record).model_dump()
         return cls(**base, uploaded_sha256=uploaded_sha256, uploaded_bytes=uploaded_bytes)
 
@@ -134,7 +134,7 @@ class UploadedDataset(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, record: Any) -> Any:
+    def of(cls, record: Any) -> Self:
         return cls(**record.model_dump(exclude={"tenant"}))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from core.jobs import JobKind, JobRequest
 from core.specs import ExperimentSpec, is_user_model
+from core.specs.model import RegistryModel
 from core.specs.experiment import is_upload_id
 from core.specs.regularizers import Sobolev
 from jobstore.uploads import DatasetStore
@@ -26,7 +27,8 @@ def server_path_problems(spec: ExperimentSpec, prefix: str = "spec.") -> list[tu
     problems: list[tuple[str, str]] = []
     dataset = spec.dataset
     if dataset.name == "npz":
-        problems.append((f"{prefix}dataset.path", f"specs sent to the service may not name server files; {UPLOAD_DATASET}"))
+        problems.append((f"{prefix}dataset.path",
+                         f"specs sent to the service may not name server files; {UPLOAD_DATASET}"))
     if getattr(dataset, "data_dir", None) is not None:
         problems.append((f"{prefix}dataset.data_dir", "specs sent to the service may not name server directories: "
                          "leave data_dir out (the service uses its own dataset directory), or upload your data "
@@ -86,7 +88,7 @@ def check_references(job: JobRequest, tenant: str, store: Any, datasets: Dataset
 def _check_model_fits(record: Any, spec: ExperimentSpec) -> None:
     """The spec's model section describes the uploaded model (what it was checked with)."""
     if record.format == "registry":
-        if is_user_model(spec.model):
+        if not isinstance(spec.model, RegistryModel):
             raise ApiError(422, "invalid_request", "the spec describes a user model but the upload is a registry "
                            "checkpoint", problems=[("spec.model", f"the upload holds a {record.architecture!r} "
                                                     f"model: use model: {{architecture: {record.architecture}}}")])

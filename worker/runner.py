@@ -34,10 +34,10 @@ from core.settings import Settings
 from core.specs import ExperimentSpec, SpecError, UploadedDataset, parse_spec
 from core.specs.experiment import is_upload_id
 from core.specs.regularizers import Sobolev
-from jobstore.uploads import DatasetStore
 from jobstore.queue import redis_client
 from jobstore.records import JobRecord
 from jobstore.store import JobStore, now
+from jobstore.uploads import DatasetStore
 from worker.heartbeat import Heartbeat, lost_after
 from worker.journal import Journal
 from worker.progress import ExecutionStopped, ProgressReporter
@@ -245,7 +245,8 @@ class JobRunner:
             local = self.work_dir / "input" / dataset.id / check_name(dataset.filename)
             self.artifacts.get_file(f"datasets/{dataset.id}", check_name(dataset.filename), local)
             if sha256_file(local) != dataset.sha256:
-                raise CheckpointUnavailable(f"dataset {dataset.id}: stored file does not match its upload; upload it again")
+                raise CheckpointUnavailable(f"dataset {dataset.id}: stored file does not match its upload; "
+                                            "upload it again")
             files[dataset.id] = local
         for reg in spec.regularizers:
             if isinstance(reg, Sobolev) and is_upload_id(reg.teacher):

@@ -195,7 +195,8 @@ def _problem(error: Any) -> Problem:
         if not isinstance(got, dict):
             return Problem(place.path, f"must be a mapping of fields, e.g. {{architecture: mlp}}{_got(got)}")
         fmt = str(got.get("format"))
-        return Problem(f"{place.path}.format", f"unknown model format {fmt!r}: {_did_you_mean(fmt, list(MODEL_FORMATS))}"
+        suggestion = _did_you_mean(fmt, list(MODEL_FORMATS))
+        return Problem(f"{place.path}.format", f"unknown model format {fmt!r}: {suggestion}"
                        f"use one of {_quoted(list(MODEL_FORMATS))}, or leave `format` out and name a registry "
                        "`architecture`")
     if kind == "value_error" and isinstance(ctx.get("error"), FieldError):

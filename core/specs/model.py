@@ -7,7 +7,7 @@ conventions; attacks and ε always live in [0, 1] pixel space and a wrapper maps
 the model expects (DESIGN §6).
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
@@ -241,9 +241,21 @@ ModelSpec = Annotated[
 ]
 
 
-def is_user_model(model: object) -> bool:
+RegistryModel = MLPModel | LeNet5Model | CNNSmallModel | ResNet18Model | WideResNetModel
+
+
+def is_user_model(model: object) -> TypeGuard[OnnxModel | TimmModel | TorchvisionModel]:
     """Whether a validated model section describes a user's own model file (not a registry architecture)."""
     return isinstance(model, OnnxModel | TimmModel | TorchvisionModel)
+
+
+def require_registry(model: object) -> RegistryModel:
+    """The model section as a registry architecture, or a ValueError saying that only evaluation takes files."""
+    if isinstance(model, MLPModel | LeNet5Model | CNNSmallModel | ResNet18Model | WideResNetModel):
+        return model
+    fmt = getattr(model, "format", "?")
+    raise ValueError(f"model.format {fmt!r} describes a model file to evaluate, which cannot be trained: use "
+                     "robustlab evaluate --model FILE (or an evaluate job), or name a registry architecture")
 
 # Which params class belongs to which architecture (catalog listings, checkpoint metadata).
 ARCHITECTURE_PARAMS: dict[str, type[Spec]] = {

@@ -119,7 +119,9 @@ class Sobolev(_Regularizer):
 
     kind: Literal["sobolev"]
     weight: Weight = 1.0
-    teacher: str = Field(min_length=1, description="run name, uploaded model id, checkpoint path (local runs only), or 'dataset'")
+    teacher: str = Field(
+        min_length=1, description="run name, uploaded model id, checkpoint path (local runs only), or 'dataset'"
+    )
     projections: int = Field(1, ge=1, le=1000)
 
 

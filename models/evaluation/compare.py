@@ -16,7 +16,7 @@ from torch import nn
 
 from core.reports import Check, Cost, Report, RunReport
 from core.specs.experiment import ExperimentSpec
-from core.specs.model import is_user_model
+from core.specs.model import require_registry
 from models.datasets import load_dataset
 from models.datasets.base import DatasetBundle
 from models.evaluation.evaluate import evaluate_model
@@ -87,10 +87,7 @@ def compare(spec: ExperimentSpec, out_dir: Path, *, device: str | None = None,
 
     `upload_files`: local copies of the uploads the spec names by id (dataset, Sobolev teachers).
     """
-    if is_user_model(spec.model):
-        raise ValueError(f"model.format {spec.model.format!r} describes a model file to evaluate, which compare "
-                         "cannot train: use robustlab evaluate --model FILE (or an evaluate job), or name a "
-                         "registry architecture to train")
+    require_registry(spec.model)  # a user model file can be evaluated, not trained
     data = load_dataset(spec.dataset, upload_files=upload_files)
     runs = train_experiment(spec, out_dir, device=device, data=data, progress=run_progress,
                             upload_files=upload_files)

@@ -28,6 +28,10 @@ class InputConventions(nn.Module):
         self.flatten = len(spec.input_shape) == 1
         self.channels_last = spec.layout == "nhwc"
         self.probabilities = spec.outputs == "probabilities"
+        self.low: Tensor
+        self.span: Tensor
+        self.mean: Tensor
+        self.std: Tensor
         self.register_buffer("low", torch.tensor(float(low)))
         self.register_buffer("span", torch.tensor(float(high - low)))
         self.normalized = spec.mean is not None and spec.std is not None

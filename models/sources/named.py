@@ -35,7 +35,7 @@ def library_names(library: str) -> list[str]:
         try:
             import timm
         except ImportError:
-            raise ModelSourceError("timm is not installed: pip install 'robustlab[models]' (or pip install timm)") from None
+            raise ModelSourceError("timm is not installed: pip install 'robustlab[models]' (or timm)") from None
         return list(timm.list_models())
     import torchvision
 
@@ -52,13 +52,16 @@ def build_named(spec: TimmModel | TorchvisionModel, device: str | torch.device =
         if spec.format == "timm":
             import timm
 
-            return timm.create_model(spec.name, pretrained=False, num_classes=spec.num_classes, in_chans=channels)
+            net: nn.Module = timm.create_model(spec.name, pretrained=False, num_classes=spec.num_classes,
+                                               in_chans=channels)
+            return net
         import torchvision
 
         if channels != 3:
             raise ModelSourceError(f"torchvision's {spec.name} takes 3-channel images, but input_shape "
                                    f"{spec.input_shape} has {channels}: use timm (in_chans) or 3 channels")
-        return torchvision.models.get_model(spec.name, weights=None, num_classes=spec.num_classes)
+        built: nn.Module = torchvision.models.get_model(spec.name, weights=None, num_classes=spec.num_classes)
+        return built
 
 
 def load_named(path: Path, spec: TimmModel | TorchvisionModel, device: str | torch.device) -> nn.Module:

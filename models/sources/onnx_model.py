@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 _DOMAINS = ("", "ai.onnx")
 FALLBACK_OPSET = 17
 # Elements of each TensorProto data type (variable-size strings have no fixed size: refused).
-_ITEM_BYTES = {
+_ITEM_BYTES: dict[int, int] = {
     TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2,
     TensorProto.INT8: 1, TensorProto.UINT8: 1, TensorProto.INT16: 2, TensorProto.UINT16: 2,
     TensorProto.INT32: 4, TensorProto.UINT32: 4, TensorProto.INT64: 8, TensorProto.UINT64: 8,

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from core.specs.experiment import ExperimentSpec
+from core.specs.model import require_registry
 from core.specs.regularizers import Sobolev
 from models.architectures import build_from_spec
 from models.checkpoints import load_model, read_metadata, save_checkpoint
@@ -61,6 +62,7 @@ def train_experiment(
     `progress(name, seed)` may return a callback for that run's progress events. A run whose
     final checkpoint for this spec already exists is loaded, not retrained.
     """
+    registry = require_registry(spec.model)  # user model files are evaluated, never trained
     data = data if data is not None else load_dataset(spec.dataset)
     dev = select_device(device or spec.training.device)
     spec_hash = spec.spec_hash()
@@ -93,8 +95,8 @@ def train_experiment(
             save_checkpoint(
                 checkpoint,
                 model,
-                architecture=spec.model.architecture,
-                params=spec.model.params.model_dump(mode="json"),
+                architecture=registry.architecture,
+                params=registry.params.model_dump(mode="json"),
                 input_shape=data.input_shape,
                 num_outputs=data.num_outputs,
                 spec_hash=spec_hash,

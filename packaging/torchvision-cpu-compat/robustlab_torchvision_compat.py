@@ -10,12 +10,13 @@ models, transforms and datasets work.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Sequence
 from importlib.abc import MetaPathFinder
 from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 from types import ModuleType
-from typing import Sequence
 
 # torchvision/_meta_registrations.py calls torch.library.register_fake on these without checking
 # that its compiled extension loaded; every other registration there is guarded.
@@ -59,10 +60,8 @@ class _TorchvisionFinder(MetaPathFinder):
         if fullname == "torchvision":
             if self in sys.meta_path:
                 sys.meta_path.remove(self)
-            try:
+            with contextlib.suppress(Exception):  # never break the import; torchvision's own error will show
                 _prepare()
-            except Exception:  # never break the import itself; torchvision's own error will show
-                pass
         return None
 
 

@@ -25,7 +25,7 @@ from core.specs import ARCHITECTURE_PARAMS, UserModelSpec
 from jobstore.records import CheckpointRecord
 from jobstore.store import now
 from service.auth import Tenant
-from service.deps import ServicesDep
+from service.deps import Services, ServicesDep
 from service.errors import ApiError, error_responses
 from service.schemas import ModelCreated, UploadedModel
 from service.upload_check import CheckResult
@@ -167,7 +167,7 @@ def _filename(upload: Upload, fmt: str) -> str:
     return filename
 
 
-async def _check(services: Any, command: list[str]) -> CheckResult:
+async def _check(services: Services, command: list[str]) -> CheckResult:
     try:
         return await services.checks.run(command, services.settings)
     except TimeoutError:
@@ -175,7 +175,7 @@ async def _check(services: Any, command: list[str]) -> CheckResult:
                        headers={"Retry-After": "30"}) from None
 
 
-async def _upload_model(request: Request, tenant: str, services: Any, response: Response) -> ModelCreated:
+async def _upload_model(request: Request, tenant: str, services: Services, response: Response) -> ModelCreated:
     settings = services.settings
     upload = await receive_upload(request, settings.data_dir / "uploads", settings.max_upload_bytes)
     checked = upload.path.with_name(upload.path.name + ".checked.safetensors")
@@ -207,7 +207,7 @@ async def _upload_model(request: Request, tenant: str, services: Any, response: 
         checked.unlink(missing_ok=True)
     logger.info("model %s (%s, %d bytes) uploaded by %s", model_id, declared.format, upload.size, tenant)
     response.headers["Location"] = f"/v1/models/{model_id}"
-    return ModelCreated.of(record, upload.sha256, upload.size)
+    return ModelCreated.created(record, upload.sha256, upload.size)
 
 
 @router.post("/v1/models", status_code=201, response_model=ModelCreated, summary="Upload a model",

@@ -199,7 +199,7 @@ def test_every_server_path_field_is_refused_over_http(field: str, dataset: dict[
     response = api.client("alice").post("/v1/jobs", json={"kind": "compare", "spec": spec})
     assert response.status_code == 422, response.text
     problems = {p["path"]: p["message"] for p in response.json()["error"]["problems"]}
-    assert f"spec.{field}" in problems and "upload" in problems[f"spec.{field}"].lower() or "leave" in \
+    assert (f"spec.{field}" in problems and "upload" in problems[f"spec.{field}"].lower()) or "leave" in \
         problems[f"spec.{field}"]
     assert "/srv/other-tenant" not in response.text.replace(str(dataset.get("path", "")), "")
     validation = api.client("alice").post("/v1/specs/validate", json={"spec": spec}).json()

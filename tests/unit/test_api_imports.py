@@ -25,7 +25,7 @@ def test_building_the_app_does_not_import_torch() -> None:
         assert app.openapi()["paths"]
         loaded = sorted(m for m in ("torch", "torchvision", "torchattacks", "models") if m in sys.modules)
         assert not loaded, f"the API imported {loaded}"
-        assert "service.routers.checkpoints" in sys.modules and "jobstore.queue" in sys.modules
+        assert "service.routers.models" in sys.modules and "jobstore.queue" in sys.modules
     """)
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                             check=False)
