@@ -12,8 +12,8 @@ from typing import Any
 
 from core.jobs import JobKind, JobRequest
 from core.specs import ExperimentSpec, is_user_model
-from core.specs.model import RegistryModel
 from core.specs.experiment import is_upload_id
+from core.specs.model import RegistryModel
 from core.specs.regularizers import Sobolev
 from jobstore.uploads import DatasetStore
 from service.errors import ApiError
