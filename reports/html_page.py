@@ -69,7 +69,7 @@ tr.untrustworthy td,tr.untrustworthy td:first-child{background:var(--flagrow)}
 #headline td:first-child{max-width:11em;overflow:hidden;text-overflow:ellipsis}
 .choose{display:flex;flex-wrap:wrap;gap:4px 14px;align-items:center;font-size:.86rem;margin:0 0 6px}
 .choose input{margin:0 3px 0 0;vertical-align:-.15em}
-.choose label{margin-right:12px;white-space:nowrap}
+.choose label{margin-right:12px;white-space:nowrap}.choose .table-scroll{flex:1 0 100%;margin-top:4px}
 #show-linf:not(:checked)~.table-scroll .c-linf,#show-l2:not(:checked)~.table-scroll .c-l2,
 #show-cost:not(:checked)~.table-scroll .c-cost,#show-kind:not(:checked)~.table-scroll .c-kind{display:none}
 .badge{display:inline-block;min-width:3.6em;text-align:center;padding:1px 8px;border-radius:999px;

@@ -36,7 +36,9 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
-DOC_SHOTS = {"signin-refused", "jobs", "job-report", "spec-error", "phone-jobs"}
+DOC_SHOTS = {"signin-refused", "jobs", "job-report", "spec-error", "phone-jobs", "phone-report", "report-12-phone",
+             "report-12-laptop", "api-docs"}
+LAPTOP, PHONE = (1366, 900), (390, 844)
 
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     pytest.skip(f"headless Chromium not installed ({CHROMIUM} or {CHROMEDRIVER} missing): run `{INSTALL}`",
@@ -296,6 +298,84 @@ def test_a_submitted_job_goes_live_to_its_report(browser: Any, up: Up, shots: Pa
             assert "weights_only=True" in alert.text and not result.find_elements(By.ID, "ckpt-id")
 
 
+def _tiny_onnx_and_npz(folder: Path) -> tuple[Path, Path]:
+    """A small custom CNN (not a registry architecture) exported to ONNX, and 60 digits as an .npz."""
+    import warnings
+
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 10)).eval()
+    model = folder / "own-cnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), str(model), dynamo=False, input_names=["x"],
+                          output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]
+    data = folder / "digits-60.npz"
+    np.savez(data, x_test=x[:60], y_test=digits.target[:60].astype(np.int64))
+    return model, data
+
+
+def test_an_onnx_upload_and_a_dataset_upload_lead_to_an_evaluate_job(
+        browser: Any, up: Up, shots: Path, tmp_path: Path) -> None:
+    model, data = _tiny_onnx_and_npz(tmp_path)
+    _sign_in(browser, up)
+    browser.get(f"{up.url}/#/submit")
+    _css(browser, "#load-example").click()
+    _wait(browser, lambda d: "Valid" in d.find_element(By.ID, "spec-status").text, "the example to validate")
+
+    fmt = _css(browser, "#model-format")
+    assert not browser.find_element(By.ID, "ckpt-arch-field").get_attribute("hidden")  # registry by default
+    browser.execute_script("arguments[0].value = 'onnx'; arguments[0].dispatchEvent(new Event('change'))", fmt)
+    assert browser.find_element(By.ID, "ckpt-arch-field").get_attribute("hidden") is not None
+    assert browser.find_element(By.ID, "model-name-field").get_attribute("hidden") is not None  # onnx: no name
+    assert browser.find_element(By.ID, "ckpt-file").get_attribute("accept") == ".onnx"
+    browser.find_element(By.ID, "ckpt-file").send_keys(str(model))
+    browser.find_element(By.CSS_SELECTOR, "#upload button[type=submit]").click()
+    message = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#upload-result [role=alert]"),
+                    "the missing fields to be named")
+    assert "Input shape" in message.text  # said in the browser, before anything is sent
+    browser.find_element(By.ID, "model-input-shape").send_keys("1, 8, 8")
+    browser.find_element(By.ID, "model-classes").send_keys("10")
+    browser.find_element(By.CSS_SELECTOR, "#upload button[type=submit]").click()
+    result = _wait(browser, lambda d: "Model accepted" in d.find_element(By.ID, "upload-result").text and
+                   d.find_element(By.ID, "upload-result"), "the upload's answer", timeout=60)
+    model_id = result.find_element(By.ID, "ckpt-id").text
+    assert re.fullmatch(r"[0-9a-f-]{36}", model_id) and result.find_element(By.ID, "ckpt-format").text == "onnx"
+    _shot(browser, shots, "upload-onnx", height=1700)
+    browser.find_element(By.ID, "evaluate-upload").click()
+    spec_text = browser.find_element(By.ID, "spec-editor").get_attribute("value")
+    assert 'format: "onnx"' in spec_text and "input_shape: [1, 8, 8]" in spec_text and "architecture" not in spec_text
+    assert browser.find_element(By.ID, "job-kind").get_attribute("value") == "evaluate"
+    assert browser.find_element(By.ID, "checkpoint-id").get_attribute("value") == model_id
+
+    browser.find_element(By.ID, "dataset-file").send_keys(str(data))
+    browser.find_element(By.CSS_SELECTOR, "#dataset-upload button[type=submit]").click()
+    uploaded = _wait(browser, lambda d: "Dataset accepted" in d.find_element(By.ID, "dataset-result").text and
+                     d.find_element(By.ID, "dataset-result"), "the dataset upload's answer", timeout=60)
+    dataset_id = uploaded.find_element(By.ID, "dataset-id").text
+    assert "60 test" in uploaded.text
+    browser.find_element(By.ID, "use-dataset").click()
+    assert f'id: "{dataset_id}"' in browser.find_element(By.ID, "spec-editor").get_attribute("value")
+    _wait(browser, lambda d: "onnx model" in d.find_element(By.ID, "spec-status").text and
+          "uploaded dataset" in d.find_element(By.ID, "spec-status").text, "the spec to validate with both uploads")
+
+    browser.find_element(By.ID, "submit-job").click()
+    _wait(browser, lambda d: re.search(r"#/jobs/[0-9a-f-]{36}$", d.current_url), "the job page")
+    job_id = browser.current_url.rsplit("/", 1)[1]
+    _css(browser, "#job-summary .status-succeeded", timeout=180)
+    with RobustlabClient(up.url, up.key) as client:
+        job = client.job(job_id)
+        report = client.report(job_id)
+    assert job["kind"] == "evaluate" and job["spec"]["model"]["format"] == "onnx", job
+    assert report["kind"] == "evaluate" and report["runs"][0]["samples"] == 60
+
+
 def test_the_job_list_fits_a_phone(browser: Any, up: Up, shots: Path) -> None:
     with RobustlabClient(up.url, up.key) as client:
         if not client.list_jobs(limit=1)["items"]:
@@ -316,3 +396,105 @@ def test_the_job_list_fits_a_phone(browser: Any, up: Up, shots: Path) -> None:
         assert _overflow(browser) <= 0, "the submit page scrolls sideways on a phone"
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+
+# --- the report page: the headline on screen without scrolling, on a laptop and a phone -------------
+
+
+def _window(driver: Any, size: tuple[int, int]) -> None:
+    width, height = size
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+
+
+# The rectangle of every headline number (rows of #headline-table) in the top window's coordinates,
+# also when the report sits in the dashboard's frame; and the window's size.
+_HEADLINE_BOX = """
+const frame = document.getElementById('report-frame');
+const doc = frame ? frame.contentDocument : document;
+const offset = frame ? frame.getBoundingClientRect() : {top: 0, left: 0};
+const cells = [...doc.querySelectorAll('#headline-table tbody td')];
+const boxes = cells.map((c) => c.getBoundingClientRect());
+return {rows: doc.querySelectorAll('#headline-table tr.headline-row').length, cells: cells.length,
+        right: Math.max(...boxes.map((b) => b.right)) + offset.left,
+        bottom: Math.max(...boxes.map((b) => b.bottom)) + offset.top,
+        width: window.innerWidth, height: window.innerHeight,
+        texts: cells.map((c) => c.textContent.trim())};
+"""
+
+
+def _headline_on_screen(driver: Any, rows: int) -> dict[str, Any]:
+    box: dict[str, Any] = driver.execute_script(_HEADLINE_BOX)
+    assert box["rows"] == rows, box
+    assert box["right"] <= box["width"] and box["bottom"] <= box["height"], (
+        f"headline numbers off screen: they reach ({box['right']:.0f}, {box['bottom']:.0f}) in a "
+        f"{box['width']}x{box['height']} window")
+    assert all(text for text in box["texts"]), box["texts"]  # every cell has a number (or a marked —)
+    return box
+
+
+def test_the_report_headline_is_on_screen_without_scrolling(browser: Any, up: Up, shots: Path) -> None:
+    """A finished job's page: clean accuracy, worst case per radius and trust, visible as it opens."""
+    with RobustlabClient(up.url, up.key) as client:
+        job = client.submit(EXAMPLE_SPEC)
+        assert client.wait(job["id"], timeout=120)["status"] == "succeeded", up.log.read_text(errors="replace")
+    try:
+        for size, name in ((LAPTOP, "laptop-report"), (PHONE, "phone-report")):
+            _window(browser, size)
+            _sign_in(browser, up)
+            browser.get(f"{up.url}/#/jobs/{job['id']}")
+            _css(browser, "#job-summary .status-succeeded")
+            frame = _css(browser, "#report-frame", timeout=30)
+            _wait(browser, lambda d, f=frame: int(f.size["height"]) > 300, "the report to load")
+            box = _headline_on_screen(browser, rows=2)
+            assert _overflow(browser) <= 0, f"the job page scrolls sideways at {size}"
+            assert "✓" in box["texts"]  # the trust column
+            _shot(browser, shots, name)
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_a_dozen_regularizers_keep_the_headline_on_screen(browser: Any, shots: Path, tmp_path: Path) -> None:
+    """The README demo's shape (12 regularizers × 3 seeds, 4 L∞ and 3 L2 radii) as report.html."""
+    from reports.render import render_html
+    from tests.report_fixtures import demo_report
+
+    page = tmp_path / "report.html"
+    page.write_text(render_html(demo_report()), encoding="utf-8")
+    try:
+        for size, name in ((LAPTOP, "report-12-laptop"), (PHONE, "report-12-phone")):
+            _window(browser, size)
+            browser.get(page.as_uri())
+            _css(browser, "#headline-table")
+            box = _headline_on_screen(browser, rows=12)
+            assert "0.2" in browser.find_element(By.ID, "headline").text  # radii as the spec wrote them
+            assert "/255" not in browser.find_element(By.ID, "headline").text
+            assert _overflow(browser) <= 0, f"report.html scrolls sideways at {size}"
+            assert box["cells"] == 12 * (3 + 7)
+            _shot(browser, shots, name)
+        # Columns the reader chooses, without script: unticking L2 hides its columns in the comparison.
+        _window(browser, LAPTOP)
+        browser.get(page.as_uri())
+        l2 = browser.find_elements(By.CSS_SELECTOR, "#comparison td.c-l2")
+        assert l2 and all(c.is_displayed() for c in l2)
+        browser.find_element(By.CSS_SELECTOR, "label[for=show-l2]").click()
+        assert not any(c.is_displayed() for c in browser.find_elements(By.CSS_SELECTOR, "#comparison td.c-l2"))
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_the_api_docs_render_offline(browser: Any, up: Up, shots: Path) -> None:
+    """Swagger UI and ReDoc come from the service itself: every file they load is on its origin."""
+    browser.get(f"{up.url}/docs")
+    title = _css(browser, ".swagger-ui .info .title", timeout=30)
+    assert "robustlab" in title.text
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock")) >= 5, "the operations")
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert loaded and all(url.startswith(up.url) for url in loaded), loaded
+    _shot(browser, shots, "api-docs")
+    browser.get(f"{up.url}/redoc")
+    _wait(browser, lambda d: "robustlab" in d.find_element(By.TAG_NAME, "body").text and
+          d.find_elements(By.CSS_SELECTOR, "[role=menuitem], li[data-item-id]"), "ReDoc's menu", timeout=30)
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert loaded and all(url.startswith(up.url) for url in loaded), loaded

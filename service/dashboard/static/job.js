@@ -24,12 +24,21 @@ function summary(job, onChange) {
     h("div", { class: "page-head" },
       h("h1", {}, jobName(job), " ", badge(job.status)),
       h("div", { class: "tools" }, cancelButton(job, onChange))),
-    progressBar(job),
+    job.status === "succeeded" ? null : progressBar(job),
     job.error ? h("div", { class: "alert", role: "alert", id: "job-error" },
       h("strong", {}, job.error.type), ": ", job.error.message) : null,
     job.cancel_requested && !FINISHED.has(job.status) ? alert("Cancellation requested: the worker stops within seconds.",
       "info") : null,
-    h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
+    // Once the job has finished its report matters most: the facts fold away so that the report's
+    // headline numbers are on screen without scrolling, on a phone too.
+    FINISHED.has(job.status)
+      ? h("details", { class: "job-facts" }, h("summary", {}, `Job ${job.id.slice(0, 8)} · ${when(job.finished_at)}`),
+        factList(facts))
+      : factList(facts));
+}
+
+function factList(facts) {
+  return h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
 function artifactList(id, items) {
