@@ -23,6 +23,8 @@ from robustlab.gate_server import (
     GateError,
     check_model_file,
     checkpoint_metadata,
+    data_shape,
+    needs_shape,
     parse_model_json,
     upload_section,
 )
@@ -190,6 +192,18 @@ def _model_section(file: Path, spec_file: Path | None, model_json: str | None) -
     return None
 
 
+def _shape_option(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        shape = json.loads(text if text.strip().startswith("[") else f"[{text}]")
+    except ValueError:
+        shape = None
+    if not (isinstance(shape, list) and 1 <= len(shape) <= 3 and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise _usage(f"--input-shape {text!r}: give 1-3 positive integers, e.g. '[1, 8, 8]'")
+    return shape
+
+
 def _size(n: Any) -> str:
     value = float(n or 0)
     for unit in ("B", "kB", "MB", "GB"):
@@ -208,15 +222,29 @@ def upload_model(
         "--model-json", metavar="JSON",
         help='The model section as JSON, e.g. \'{"format": "onnx", "input_shape": [1, 8, 8], "num_classes": 10}\'.'
     )] = None,
+    input_shape: Annotated[str | None, typer.Option(
+        "--input-shape", metavar="JSON", help="Registry .pt/.pth state_dict: one sample's shape, e.g. [1, 8, 8] "
+        "(default: from the --spec's dataset).")] = None,
+    num_classes: Annotated[int | None, typer.Option(
+        "--num-classes", min=2, help="Registry .pt/.pth state_dict: classes (default: from the --spec's dataset).")]
+    = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the server's whole answer as JSON.")] = False,
     server: ServerOption = None,
     api_key: KeyOption = None,
 ) -> None:
     """Upload a model file (checked on the server, never run); print its id for an evaluate job."""
     model = _model_section(file, spec_file, model_json)
+    shape = _shape_option(input_shape)
     with _connect(server, api_key) as client:
         try:
-            uploaded = client.upload_model(file, model)
+            if needs_shape(file, model) and (shape is None or num_classes is None):
+                known = data_shape(client, load_spec(spec_file)) if spec_file is not None else None
+                shape = shape or (known[0] if known else None)
+                num_classes = num_classes or (known[1] if known else None)
+                if shape is None or num_classes is None:
+                    raise _usage(f"{file.name} is a state_dict, which does not say what it was trained on: pass "
+                                 "--input-shape '[1, 8, 8]' and --num-classes 10 (one sample's shape, the classes)")
+            uploaded = client.upload_model(file, model, input_shape=shape, num_outputs=num_classes)
         except ClientError as exc:
             raise _fail(exc) from None
     if as_json:

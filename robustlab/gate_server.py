@@ -18,7 +18,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from core.reports import Report
-from core.specs import ExperimentSpec, NpzDataset, SpecError, is_user_model, parse_spec
+from core.specs import (
+    ExperimentSpec,
+    NpzDataset,
+    SpecError,
+    SyntheticDataset,
+    UploadedDataset,
+    is_user_model,
+    parse_spec,
+)
 from robustlab.up_command import default_data_dir, read_stored_key
 from service.client import ClientError, RobustlabClient
 
@@ -104,6 +112,37 @@ def upload_section(path: Path, model: Any) -> dict[str, Any] | None:
     return dict(model.model_dump(mode="json"))
 
 
+# One sample's shape and the classes of the built-in datasets: what a registry .pt state_dict needs to be
+# rebuilt on the server (a robustlab .safetensors checkpoint carries them in its metadata).
+BUILTIN_SHAPES: dict[str, tuple[list[int], int]] = {
+    "digits": ([1, 8, 8], 10), "mnist": ([1, 28, 28], 10), "fashion_mnist": ([1, 28, 28], 10),
+    "cifar10": ([3, 32, 32], 10),
+}
+
+
+def needs_shape(path: Path, model: dict[str, Any] | None) -> bool:
+    """A registry state_dict (.pt/.pth, or .safetensors without robustlab metadata) does not say the input
+    shape and classes it was trained for."""
+    if model is not None and "format" in model:
+        return False
+    suffix = path.suffix.lower()
+    return suffix in (".pt", ".pth") or (suffix == ".safetensors" and checkpoint_metadata(path) is None)
+
+
+def data_shape(client: RobustlabClient, spec: ExperimentSpec) -> tuple[list[int], int] | None:
+    """(one sample's shape, classes) of the spec's dataset, without torch: built-in, synthetic, or an upload."""
+    dataset = spec.dataset
+    if dataset.name in BUILTIN_SHAPES:
+        return BUILTIN_SHAPES[dataset.name]
+    if isinstance(dataset, SyntheticDataset):
+        return [dataset.n_features], dataset.n_classes
+    if isinstance(dataset, UploadedDataset):
+        info = client.dataset(dataset.id)
+        if info.get("sample_shape") and info.get("num_classes"):
+            return [int(v) for v in info["sample_shape"]], int(info["num_classes"])
+    return None
+
+
 def connect(server: str | None, api_key: str | None, need: str) -> RobustlabClient:
     url = server or os.environ.get("ROBUSTLAB_URL")
     if not url:
@@ -180,7 +219,9 @@ def evaluate_on_server(server: str | None, api_key: str | None, checkpoint: Path
     with connect(server, api_key, "--server mode") as client:
         try:
             spec = upload_local_dataset(client, spec)
-            uploaded = client.upload_model(checkpoint, model)
+            shape = data_shape(client, spec) if needs_shape(checkpoint, model) else None
+            uploaded = client.upload_model(checkpoint, model, input_shape=shape[0] if shape else None,
+                                           num_outputs=shape[1] if shape else None)
             job = client.submit(spec, kind="evaluate", checkpoint=uploaded["id"])
             console = Console(stderr=True, soft_wrap=True)  # CI logs: one line per message, never wrapped
             console.print(f"job {job['id']} evaluates {checkpoint.name} on {client.base_url}", highlight=False)

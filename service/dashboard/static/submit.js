@@ -1,17 +1,26 @@
 // Submitting a job: the spec editor (validated by POST /v1/specs/validate as you type, problems
-// marked at their line), the regularizer picker from the catalog, and the checkpoint upload.
+// marked at their line), the regularizer picker from the catalog, and the model and dataset uploads
+// (upload.js) that lead to an evaluate job.
 
 import { getJson, request } from "./api.js";
 import { editor } from "./editor.js";
 import { addRegularizer, entryFor, EXAMPLE } from "./spec-text.js";
 import { alert, h, problemList } from "./ui.js";
+import { datasetUploadForm, modelUploadForm, setSection } from "./upload.js";
 
 const DRAFT = "robustlab.draftSpec";
+
+function modelLabel(model) {
+  if (model.architecture) return model.architecture;
+  return model.name ? `${model.format}:${model.name}` : `${model.format} model`;
+}
 
 function describeSpec(spec) {
   const regs = spec.regularizers.length;
   const seeds = spec.seeds.length;
-  return `${spec.name}: ${spec.dataset.name}, ${spec.model.architecture}, ${regs} regularizer${regs === 1 ? "" : "s"}` +
+  const dataset = spec.dataset.name === "upload" ? `uploaded dataset ${spec.dataset.id.slice(0, 8)}` : spec.dataset.name;
+  if (spec.model.format) return `${spec.name}: ${dataset}, ${modelLabel(spec.model)} (a model file: evaluate only)`;
+  return `${spec.name}: ${dataset}, ${modelLabel(spec.model)}, ${regs} regularizer${regs === 1 ? "" : "s"}` +
     ` × ${seeds} seed${seeds === 1 ? "" : "s"} = ${regs * seeds} training run${regs * seeds === 1 ? "" : "s"}`;
 }
 
@@ -35,60 +44,22 @@ function picker(catalog, onAdd) {
     about);
 }
 
-function uploadForm(catalog, onUploaded) {
-  const result = h("div", { id: "upload-result", "aria-live": "polite" });
-  const file = h("input", { id: "ckpt-file", name: "file", type: "file", required: true,
-                            accept: ".safetensors,.pt,.pth" });
-  const arch = h("select", { id: "ckpt-arch", name: "architecture" },
-    catalog.architectures.map((a) => h("option", { value: a.name }, a.name)));
-  const params = h("textarea", { id: "ckpt-params", name: "params", rows: 2, spellcheck: "false",
-                                 placeholder: '{"hidden": [16]}' });
-  const button = h("button", { type: "submit" }, "Upload");
-  async function submit(event) {
-    event.preventDefault();
-    const form = new FormData();
-    form.append("file", file.files[0]);
-    form.append("architecture", arch.value);
-    if (params.value.trim()) form.append("params", params.value.trim());
-    button.disabled = true;
-    result.replaceChildren(alert("Uploading and checking…", "info"));
-    try {
-      const { data } = await request("/v1/checkpoints", { method: "POST", body: form, ok: [201] });
-      result.replaceChildren(h("div", { class: "alert alert-ok", role: "status" },
-        h("p", {}, "Checkpoint accepted."),
-        h("dl", { class: "facts" }, h("dt", {}, "id"), h("dd", {}, h("code", { id: "ckpt-id" }, data.id)),
-          h("dt", {}, "sha256"), h("dd", {}, h("code", {}, data.sha256))),
-        h("button", { type: "button", onclick: () => onUploaded(data) }, "Evaluate it with the spec above")));
-    } catch (err) {
-      result.replaceChildren(problemList(err));
-    } finally {
-      button.disabled = false;
-    }
-  }
-  return h("section", { class: "card", id: "upload" },
-    h("h2", {}, "Upload a checkpoint"),
-    h("p", { class: "muted small" }, "A .safetensors file saved by robustlab, or a .pt/.pth state_dict (read safely: ",
-      "pickled code never runs). Its id goes into an evaluate job."),
-    h("form", { onsubmit: submit, class: "grid-form" },
-      h("label", { for: "ckpt-file" }, "File"), file,
-      h("label", { for: "ckpt-arch" }, "Architecture"), arch,
-      h("label", { for: "ckpt-params" }, "Parameters (JSON, optional)"), params,
-      h("div", {}, button)),
-    result);
-}
-
 export function renderSubmit(main) {
   const status = h("div", { id: "spec-status", "aria-live": "polite" });
   const outcome = h("div", { id: "submit-result" });
   const ed = editor({ id: "spec-editor", label: "Spec (YAML or JSON)", text: sessionStorage.getItem(DRAFT) || EXAMPLE });
   const kind = h("select", { id: "job-kind", name: "kind" },
     h("option", { value: "compare" }, "compare: train and attack every regularizer"),
-    h("option", { value: "evaluate" }, "evaluate: attack an uploaded checkpoint"));
+    h("option", { value: "evaluate" }, "evaluate: attack an uploaded model"));
   const checkpoint = h("input", { id: "checkpoint-id", name: "checkpoint", spellcheck: "false",
-                                  placeholder: "id from the upload below", autocomplete: "off" });
+                                  placeholder: "id from the model upload below", autocomplete: "off" });
   const checkpointRow = h("div", { class: "field", hidden: true },
-    h("label", { for: "checkpoint-id" }, "Checkpoint id"), checkpoint);
+    h("label", { for: "checkpoint-id" }, "Model id"), checkpoint);
   kind.addEventListener("change", () => { checkpointRow.hidden = kind.value !== "evaluate"; });
+  function evaluateKind() {
+    kind.value = "evaluate";
+    checkpointRow.hidden = false;
+  }
   const submitButton = h("button", { type: "submit", class: "primary", id: "submit-job" }, "Submit job");
   let timer = null;
   let generation = 0; // answers to older texts are ignored
@@ -101,6 +72,7 @@ export function renderSubmit(main) {
       const result = await getJson("/v1/specs/validate", { method: "POST", body: { spec_text: text } });
       if (mine !== generation) return null;
       ed.mark(result.problems);
+      if (result.valid && result.spec.model.format && kind.value !== "evaluate") evaluateKind(); // a file: no training
       status.replaceChildren(result.valid
         ? h("p", { class: "ok" }, "✓ Valid — ", describeSpec(result.spec))
         : h("p", { class: "bad" }, `✗ ${result.problems.length} problem${result.problems.length === 1 ? "" : "s"}:`,
@@ -171,11 +143,17 @@ export function renderSubmit(main) {
         ed.goTo(line);
         validate();
       })));
-    uploadSlot.replaceChildren(uploadForm(catalog, (created) => {
-      kind.value = "evaluate";
-      checkpointRow.hidden = false;
+    uploadSlot.replaceChildren(modelUploadForm(catalog, (created) => {
+      if (created.model) ed.setText(setSection(ed.text(), "model", created.model).text);
+      evaluateKind();
       checkpoint.value = created.id;
       checkpoint.focus();
+      validate();
+    }), datasetUploadForm((created) => {
+      const { text, line } = setSection(ed.text(), "dataset", { name: "upload", id: created.id });
+      ed.setText(text);
+      ed.goTo(line);
+      validate();
     }));
   }).catch((err) => side.replaceChildren(alert(`Could not load the catalog: ${err.message}`)));
 
