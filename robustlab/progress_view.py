@@ -124,6 +124,7 @@ class ProgressView:
         self._last_time = -float("inf")
         self._bar: Progress | None = None
         self._task: Any = None
+        self._width, self._bar_width = 80, 20
 
     def _write(self, line: str) -> None:
         self.stream.write(line + "\n")
@@ -131,9 +132,15 @@ class ProgressView:
 
     def _start_bar(self) -> Progress:
         console = Console(file=self.stream, force_terminal=True)
-        columns = (TextColumn("{task.description}"), BarColumn(bar_width=30), TaskProgressColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.fields[message]}"),
-                   TextColumn("[dim]{task.fields[eta]}"))
+        self._width = console.width
+        # On a narrow terminal the bar is shorter and the elapsed time goes: the time left and the
+        # stage matter more; the message is cut to what is left of the line.
+        self._bar_width = 20 if self._width >= 100 else 10
+        columns: list[Any] = [TextColumn("{task.description}"), BarColumn(bar_width=self._bar_width),
+                              TaskProgressColumn()]
+        if self._width >= 110:
+            columns.append(TimeElapsedColumn())
+        columns += [TextColumn("{task.fields[eta]}"), TextColumn("[dim]{task.fields[message]}")]
         bar = Progress(*columns, console=console, transient=False, refresh_per_second=4)
         bar.start()
         self._task = bar.add_task(self.label or "job", total=1.0, message="", eta="")
@@ -146,8 +153,14 @@ class ProgressView:
                 self._bar = self._start_bar()
             stage = progress.get("stage") if job.get("status") == "running" else queue_text(job)
             name = f"{self.label}: {stage}" if self.label else str(stage)
+            eta = eta_text(job)
+            used = len(name) + self._bar_width + 5 + len(eta) + 4 + (8 if self._width >= 110 else 0)
+            room = max(0, self._width - used - 1)
+            message = str(progress.get("message") or "")
+            if len(message) > room:
+                message = message[: max(0, room - 1)] + "…" if room > 1 else ""
             self._bar.update(self._task, completed=float(progress.get("fraction") or 0.0), description=name,
-                             message=str(progress.get("message") or "")[:60], eta=eta_text(job))
+                             message=message, eta=eta)
             return
         key = (str(job.get("status")), str(progress.get("stage")), _run_of(str(progress.get("message") or "")))
         line = describe(job)
