@@ -93,11 +93,20 @@ def _table(category: str, entries: list[dict[str, Any]]) -> Table:
 @app.command("list")
 def list_command(
     category: Annotated[
-        str, typer.Argument(metavar="CATEGORY", help=f"One of: {', '.join(catalog.CATEGORIES)}.")
-    ],
+        str | None, typer.Argument(metavar="CATEGORY", help=f"One of: {', '.join(catalog.CATEGORIES)}.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+    models: Annotated[str | None, typer.Option(
+        "--models", metavar="LIBRARY", help="Instead: the architecture names `model: {format: timm | torchvision, "
+        "name: ...}` may use, as the installed library lists them (needs torch).")] = None,
 ) -> None:
     """List the regularizers, architectures, datasets or attacks a spec may name, with their parameters."""
+    if models is not None:
+        _list_library_models(models, as_json)
+        return
+    if category is None:
+        typer.echo(f"Error: name a CATEGORY ({', '.join(catalog.CATEGORIES)}) or --models timm|torchvision", err=True)
+        raise typer.Exit(2)
     try:
         entries = catalog.catalog(category)
     except KeyError:
@@ -109,6 +118,21 @@ def list_command(
         typer.echo(json.dumps(entries, indent=2, ensure_ascii=False))
     else:
         Console().print(_table(category, entries))
+
+
+def _list_library_models(library: str, as_json: bool) -> None:
+    if library not in ("timm", "torchvision"):
+        typer.echo(f"Error: --models {library!r}: use timm or torchvision", err=True)
+        raise typer.Exit(2)
+    from models.sources.errors import ModelSourceError  # torch from here on
+    from models.sources.named import library_names
+
+    try:
+        names = library_names(library)
+    except ModelSourceError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(names, indent=2) if as_json else "\n".join(names))
 
 
 # --- validate --------------------------------------------------------------------------------------

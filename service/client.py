@@ -68,7 +68,7 @@ def _error_message(response: httpx.Response) -> str:
         error = body.get("error")
         if isinstance(error, dict) and error.get("message"):
             problems = [f"{p.get('path') or '(body)'}: {p.get('message')}" for p in error.get("problems") or []
-                        if isinstance(p, dict)]
+                        if isinstance(p, dict) and p.get("message") != error["message"]]  # no echo of the message
             return "; ".join([str(error["message"]), *problems])
         detail = body.get("detail", error)
         if isinstance(detail, str):

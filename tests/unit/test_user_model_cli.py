@@ -231,3 +231,13 @@ def test_upload_model_refusals_need_no_server(own: dict[str, Any]) -> None:
     npy.write_bytes(b"")
     not_npz = invoke("upload", "dataset", str(npy))
     assert not_npz.exit_code == 2 and "numpy.savez" in not_npz.stderr
+
+
+def test_list_models_names_what_a_timm_or_torchvision_section_may_use(own: dict[str, Any]) -> None:
+    listed = invoke("list", "--models", "torchvision", "--json")
+    assert listed.exit_code == 0 and "resnet18" in json.loads(listed.stdout)
+    wrong = invoke("list", "--models", "keras")
+    assert wrong.exit_code == 2 and "timm or torchvision" in wrong.stderr
+
+    trained = invoke("train", str(own["spec"]), "--out", str(own["root"] / "never-trained"))
+    assert trained.exit_code == 1 and "robustlab evaluate --model FILE" in trained.stderr
