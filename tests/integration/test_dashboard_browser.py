@@ -37,7 +37,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
 DOC_SHOTS = {"signin-refused", "jobs", "job-report", "spec-error", "phone-jobs", "phone-report", "report-12-phone",
-             "report-12-laptop", "api-docs"}
+             "report-12-laptop", "api-docs", "upload-onnx"}
 LAPTOP, PHONE = (1366, 900), (390, 844)
 
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
@@ -285,6 +285,8 @@ def test_a_submitted_job_goes_live_to_its_report(browser: Any, up: Up, shots: Pa
     browser.get(f"{up.url}/#/submit")
     _css(browser, "#ckpt-arch option[value=mlp]")
     browser.find_element(By.ID, "ckpt-params").send_keys('{"hidden": [16]}')
+    browser.find_element(By.ID, "model-input-shape").send_keys("1, 8, 8")  # what a .pt state_dict does not say
+    browser.find_element(By.ID, "model-classes").send_keys("10")
     for path, expected in ((checkpoint, "Checkpoint accepted"), (tmp_path / "broken.pt", "NOT executed")):
         browser.find_element(By.ID, "ckpt-file").send_keys(str(path))
         browser.find_element(By.CSS_SELECTOR, "#upload button[type=submit]").click()
@@ -296,6 +298,89 @@ def test_a_submitted_job_goes_live_to_its_report(browser: Any, up: Up, shots: Pa
         else:
             alert = result.find_element(By.CSS_SELECTOR, "[role=alert]")  # the server's words, and no id
             assert "weights_only=True" in alert.text and not result.find_elements(By.ID, "ckpt-id")
+
+
+def _tiny_onnx_and_npz(folder: Path) -> tuple[Path, Path]:
+    """A small custom CNN (not a registry architecture) exported to ONNX, and 60 digits as an .npz."""
+    import warnings
+
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 10)).eval()
+    model = folder / "own-cnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), str(model), dynamo=False, input_names=["x"],
+                          output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]
+    data = folder / "digits-60.npz"
+    np.savez(data, x_test=x[:60], y_test=digits.target[:60].astype(np.int64))
+    return model, data
+
+
+def test_an_onnx_upload_and_a_dataset_upload_lead_to_an_evaluate_job(
+        browser: Any, up: Up, shots: Path, tmp_path: Path) -> None:
+    model, data = _tiny_onnx_and_npz(tmp_path)
+    _sign_in(browser, up)
+    browser.get(f"{up.url}/#/submit")
+    _css(browser, "#load-example").click()
+    _wait(browser, lambda d: "Valid" in d.find_element(By.ID, "spec-status").text, "the example to validate")
+
+    fmt = _css(browser, "#model-format")
+    assert not browser.find_element(By.ID, "ckpt-arch-field").get_attribute("hidden")  # registry by default
+    browser.execute_script("arguments[0].value = 'onnx'; arguments[0].dispatchEvent(new Event('change'))", fmt)
+    assert browser.find_element(By.ID, "ckpt-arch-field").get_attribute("hidden") is not None
+    assert browser.find_element(By.ID, "model-name-field").get_attribute("hidden") is not None  # onnx: no name
+    assert browser.find_element(By.ID, "ckpt-file").get_attribute("accept") == ".onnx"
+    browser.find_element(By.ID, "ckpt-file").send_keys(str(model))
+    browser.find_element(By.CSS_SELECTOR, "#upload button[type=submit]").click()
+    message = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#upload-result [role=alert]"),
+                    "the missing fields to be named")
+    assert "Input shape" in message.text  # said in the browser, before anything is sent
+    browser.find_element(By.ID, "model-input-shape").send_keys("1, 8, 8")
+    browser.find_element(By.ID, "model-classes").send_keys("10")
+    browser.find_element(By.CSS_SELECTOR, "#upload button[type=submit]").click()
+    result = _wait(browser, lambda d: "Model accepted" in d.find_element(By.ID, "upload-result").text and
+                   d.find_element(By.ID, "upload-result"), "the upload's answer", timeout=60)
+    model_id = result.find_element(By.ID, "ckpt-id").text
+    assert re.fullmatch(r"[0-9a-f-]{36}", model_id) and result.find_element(By.ID, "ckpt-format").text == "onnx"
+    browser.set_window_size(1280, 1500)  # the whole upload card, its answer included
+    try:
+        browser.execute_script("document.getElementById('upload').scrollIntoView()")
+        browser.save_screenshot(str(shots / "upload-onnx.png"))
+    finally:
+        browser.set_window_size(1280, 900)
+    browser.find_element(By.ID, "evaluate-upload").click()
+    spec_text = browser.find_element(By.ID, "spec-editor").get_attribute("value")
+    assert 'format: "onnx"' in spec_text and "input_shape: [1, 8, 8]" in spec_text and "architecture" not in spec_text
+    assert browser.find_element(By.ID, "job-kind").get_attribute("value") == "evaluate"
+    assert browser.find_element(By.ID, "checkpoint-id").get_attribute("value") == model_id
+
+    browser.find_element(By.ID, "dataset-file").send_keys(str(data))
+    browser.find_element(By.CSS_SELECTOR, "#dataset-upload button[type=submit]").click()
+    uploaded = _wait(browser, lambda d: "Dataset accepted" in d.find_element(By.ID, "dataset-result").text and
+                     d.find_element(By.ID, "dataset-result"), "the dataset upload's answer", timeout=60)
+    dataset_id = uploaded.find_element(By.ID, "dataset-id").text
+    assert "60 test" in uploaded.text
+    browser.find_element(By.ID, "use-dataset").click()
+    assert f'id: "{dataset_id}"' in browser.find_element(By.ID, "spec-editor").get_attribute("value")
+    _wait(browser, lambda d: "onnx model" in d.find_element(By.ID, "spec-status").text and
+          "uploaded dataset" in d.find_element(By.ID, "spec-status").text, "the spec to validate with both uploads")
+
+    browser.find_element(By.ID, "submit-job").click()
+    _wait(browser, lambda d: re.search(r"#/jobs/[0-9a-f-]{36}$", d.current_url), "the job page")
+    job_id = browser.current_url.rsplit("/", 1)[1]
+    _css(browser, "#job-summary .status-succeeded", timeout=180)
+    with RobustlabClient(up.url, up.key) as client:
+        job = client.job(job_id)
+        report = client.report(job_id)
+    assert job["kind"] == "evaluate" and job["spec"]["model"]["format"] == "onnx", job
+    assert report["kind"] == "evaluate" and report["runs"][0]["samples"] == 60
 
 
 def test_the_job_list_fits_a_phone(browser: Any, up: Up, shots: Path) -> None:
