@@ -170,7 +170,7 @@ def _banner(report: Report) -> str:
 
 
 def _name_cell(s: RegularizerSummary, report: Report) -> str:
-    base = '<span class="base">base</span>' if s.regularizer == report.baseline else ""
+    base = ' <span class="base">base</span>' if s.regularizer == report.baseline else ""
     return f'<td title="{escape(s.regularizer)} ({escape(s.kind)})">{escape(s.regularizer)}{base}</td>'
 
 

@@ -106,7 +106,8 @@ def submit(
             if not wait:
                 typer.echo(job["id"])
                 return
-            typer.echo(f"submitted {job['id']}", err=True)
+            typer.echo(f"submitted {job['id']}; watch it in the dashboard: {client.base_url}/#/jobs/{job['id']}",
+                       err=True)
             job = _wait_with_progress(client, job["id"], timeout)
         except ClientError as exc:
             raise _fail(exc) from None

@@ -5,7 +5,7 @@ export const EXAMPLE = `# A small digits comparison: two regularizers, one seed;
 name: digits-tiny
 dataset: {name: digits, train_size: 200, test_size: 100, seed: 0}
 model: {architecture: mlp, params: {hidden: [16]}}
-training: {epochs: 2, batch_size: 64, optimizer: adam, lr: 0.01}
+training: {epochs: 10, batch_size: 64, optimizer: adam, lr: 0.02}
 regularizers:
   - {name: erm, kind: none}
   - {name: doubleback, kind: double_backprop, weight: 1.0}
