@@ -3,7 +3,7 @@
 What RobustBench's `benchmark()` is to its users, for a notebook: the same attacks, worst case,
 validity checks and sensitivity numbers as `robustlab evaluate` and an evaluate job, on tensors you
 already hold, returned as a `core.reports.Report` (write it to report.html/.md/.json with
-`reports.files.write_report(report, "out/")`).
+`reports.files.write_report(report, Path("out"))`).
 
     import robustlab
     report = robustlab.evaluate(net, x_test, y_test, eps=[0.03, 0.06])
