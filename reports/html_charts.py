@@ -100,22 +100,24 @@ def curves_section(report: Report, charts: dict[str, str]) -> str:
             continue
         norm = name.removeprefix("robustness-").removesuffix(".svg")
         series = _curve_series(report, norm)
-        if len(series) < SMALL_MULTIPLES_FROM:
-            parts.append(f'<div class="charts single"><figure>{svg}<figcaption>{caption}</figcaption></figure></div>')
-            continue
         label = NORM_LABELS.get(norm, norm)
         base = next((i for i, s in enumerate(series) if s.name == report.baseline), None)
         ticks = nice_ticks(0.0, max(x for s in series for x, _, _ in s.points), 3)
         panels = "".join(panel_chart(series, i, x_label=f"ε ({label})", css_class="robustness-panel",
                                      baseline=base, x_ticks=ticks, data={"norm": norm})
                          for i in range(len(series)))
-        parts.append(
-            f'<h3 class="note">Worst-case accuracy % vs ε ({escape(label)}), one chart per regularizer</h3>'
-            f'<div class="panels" data-norm="{escape(norm)}">{panels}</div>'
-            f'<p class="legend">Coloured: this regularizer, mean ± std over seeds (band); dashed: the baseline'
-            f"{' ' + escape(report.baseline) if report.baseline else ''}; grey: every other regularizer; "
-            f"ε = 0 is clean accuracy.</p>"
-            f"<details><summary>All {len(series)} in one chart</summary><figure>{svg}</figure></details>")
+        legend = (f'<p class="legend">Coloured: this regularizer, mean ± std over seeds (band); dashed: the '
+                  f"baseline{' ' + escape(report.baseline) if report.baseline else ''}; grey: every other "
+                  f"regularizer; ε = 0 is clean accuracy.</p>")
+        multiples = (f'<h3 class="note">Worst-case accuracy % vs ε ({escape(label)}), one chart per regularizer</h3>'
+                     f'<div class="panels" data-norm="{escape(norm)}">{panels}</div>{legend}')
+        if len(series) < SMALL_MULTIPLES_FROM:
+            # One chart reads best on a wide screen; a phone gets the small charts, whose text stays legible.
+            parts.append(f'<div class="charts single wide-only"><figure>{svg}<figcaption>{caption}</figcaption>'
+                         f'</figure></div><div class="phone-only">{multiples}</div>')
+            continue
+        parts.append(f"{multiples}<details><summary>All {len(series)} in one chart</summary><figure>{svg}</figure>"
+                     f"</details>")
     body = "".join(parts) or '<p class="note">No robust accuracy was measured.</p>'
     return f'<section id="robustness-section"><h2>Robustness curves</h2>{body}</section>'
 
@@ -147,7 +149,7 @@ def cost_section(report: Report, charts: dict[str, str]) -> str:
     times = (f"<details><summary>Training time in seconds per run</summary>"
              f"{table('train-seconds', ['Regularizer', 'Mean s', 'Std s', 'Range s'], [rows])}</details>"
              if rows else "")
-    return (f'<section id="cost-section"><h2>Cost</h2><div class="charts single"><figure>{charts["cost.svg"]}'
+    return (f'<section id="cost-section"><h2>Cost</h2><div class="charts narrow"><figure>{charts["cost.svg"]}'
             f"<figcaption>Each run's mean step time ÷ the baseline's (dashed line: 1×), mean ± std over seeds. "
             f"Timings depend on what else the machine was doing: {noise}Pale bars marked ≈ noise differ "
             f"from 1× by less than twice that spread (or their own): they are not a measured difference."

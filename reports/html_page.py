@@ -80,8 +80,9 @@ tr.untrustworthy td,tr.untrustworthy td:first-child{background:var(--flagrow)}
 .banner strong{color:var(--fail)}.banner details{margin:4px 0 0}
 .checks{list-style:none;padding:0;margin:0}
 .checks li{padding:8px 0;border-bottom:1px solid var(--line);display:flex;gap:10px;align-items:baseline;flex-wrap:wrap}
-.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,440px),1fr));gap:16px}
-.charts.single{grid-template-columns:minmax(0,620px)}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,360px),1fr));gap:16px}
+.charts.single{grid-template-columns:minmax(0,620px)}.charts.narrow{grid-template-columns:minmax(0,480px)}
+.phone-only{display:none}
 .panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(205px,1fr));gap:8px 14px}
 figure{margin:0}
 svg{width:100%;height:auto;display:block}
@@ -90,7 +91,7 @@ details{margin:8px 0}details summary{cursor:pointer;font-weight:600}
 @media (max-width:640px){body{font-size:14px}main{padding:6px}section{padding:8px 8px}header h1{font-size:1.15rem}
  th,td{padding:3px 4px}#headline table{font-size:11.5px}#headline th,#headline td{padding:3px 2px}
  #headline td:first-child{max-width:6.2em}#headline th.group{font-size:10.5px}
- .panels{grid-template-columns:repeat(2,minmax(0,1fr));gap:6px}}
+ .panels{grid-template-columns:repeat(2,minmax(0,1fr));gap:6px}.wide-only{display:none}.phone-only{display:block}}
 """
 
 # Why a cell shows "—": each reason gets a footnote mark, listed under its table.

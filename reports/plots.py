@@ -15,7 +15,7 @@ from html import escape
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
            "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
 WIDTH = 560
-FONT = 'font-family="system-ui, sans-serif" font-size="13"'
+BAR_WIDTH = 440  # bar charts are narrower: two share a laptop row, one fills a phone at about 10 px text
 
 
 def color(index: int) -> str:
@@ -71,10 +71,11 @@ def fmt_tick(value: float) -> str:
     return f"{round(value, 10):g}"
 
 
-def _attrs(css_class: str, data: dict[str, str], height: float, label: str) -> str:
+def _attrs(css_class: str, data: dict[str, str], height: float, label: str, width: float = WIDTH,
+           font_size: int = 13) -> str:
     extra = "".join(f' data-{escape(k)}="{escape(v)}"' for k, v in data.items())
-    return (f'<svg class="{escape(css_class)}"{extra} role="img" '
-            f'aria-label="{escape(label)}" viewBox="0 0 {WIDTH} {height:.0f}" {FONT}>'
+    return (f'<svg class="{escape(css_class)}"{extra} role="img" aria-label="{escape(label)}" '
+            f'viewBox="0 0 {width:g} {height:.0f}" font-family="system-ui, sans-serif" font-size="{font_size}">'
             f"<title>{escape(label)}</title>")
 
 
@@ -155,8 +156,8 @@ def hbar_chart(bars: list[Bar], *, title: str, x_label: str, css_class: str, dat
     written with `decimals` places, by default three significant digits of the largest mean, the
     same for every bar and its std so that they compare at a glance.
     """
-    left, right, top, row = 150.0, 96.0, 34.0, 26.0
-    plot_w = WIDTH - left - right
+    left, right, top, row = 122.0, 84.0, 34.0, 26.0
+    plot_w = BAR_WIDTH - left - right
     values = [b.mean + (b.std or 0.0) for b in bars if b.mean is not None]
     if reference is not None:
         values.append(reference)
@@ -171,7 +172,7 @@ def hbar_chart(bars: list[Bar], *, title: str, x_label: str, css_class: str, dat
     def sx(x: float) -> float:
         return left + max(0.0, x) / x_hi * plot_w
 
-    out = [_attrs(css_class, data or {}, height, title),
+    out = [_attrs(css_class, data or {}, height, title, BAR_WIDTH),
            f'<text class="chart-title" x="8" y="20" font-weight="600">{escape(title)}</text>']
     for tick in ticks:
         x = sx(tick)
@@ -181,7 +182,7 @@ def hbar_chart(bars: list[Bar], *, title: str, x_label: str, css_class: str, dat
         out.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + 17}" text-anchor="middle" fill="#777">no data</text>')
     for i, b in enumerate(bars):
         y = top + i * row
-        name = b.name if len(b.name) <= 20 else b.name[:19] + "…"
+        name = b.name if len(b.name) <= 16 else b.name[:15] + "…"
         out.append(f'<g class="bar" data-name="{escape(b.name)}"><title>{escape(b.name)}</title>'
                    f'<text x="{left - 6}" y="{y + 17:.1f}" text-anchor="end">{escape(name)}</text>')
         if b.mean is None:
@@ -233,8 +234,7 @@ def panel_chart(series: list[Series], highlight: int, *, x_label: str, css_class
     height = top + plot_h + 34
     name = me.name if len(me.name) <= 26 else me.name[:25] + "…"
     attrs = {"name": me.name, **(data or {})}
-    out = [_attrs(css_class, attrs, height, f"{me.name}: worst-case accuracy vs {x_label}").replace(
-        f'viewBox="0 0 {WIDTH} ', f'viewBox="0 0 {PANEL_WIDTH} ').replace('font-size="13"', 'font-size="12"'),
+    out = [_attrs(css_class, attrs, height, f"{me.name}: worst-case accuracy vs {x_label}", PANEL_WIDTH, 12),
         f'<rect x="{left}" y="7" width="14" height="10" fill="{me.color}"/>'
         f'<text x="{left + 19}" y="16" font-weight="600">{escape(name)}</text>']
     for tick in (0.0, 0.5, 1.0):

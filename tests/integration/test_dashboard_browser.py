@@ -479,6 +479,12 @@ def test_a_dozen_regularizers_keep_the_headline_on_screen(browser: Any, shots: P
             assert "/255" not in browser.find_element(By.ID, "headline").text
             assert _overflow(browser) <= 0, f"report.html scrolls sideways at {size}"
             assert box["cells"] == 12 * (3 + 7)
+            # Chart text as rendered (viewBox scaling included): legible on a phone too, not ~7 px.
+            for chart in ("svg.robustness-panel", "svg.sensitivity-chart", "svg.cost-chart"):
+                px = browser.execute_script(
+                    "const s = document.querySelector(arguments[0]); return s.getBoundingClientRect().width"
+                    " / s.viewBox.baseVal.width * parseFloat(s.getAttribute('font-size'))", chart)
+                assert px >= 9.5, f"{chart} text is {px:.1f} px at {size}"
             _shot(browser, shots, name)
         # Columns the reader chooses, without script: unticking L2 hides its columns in the comparison.
         _window(browser, LAPTOP)

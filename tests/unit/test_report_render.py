@@ -186,8 +186,9 @@ def test_html_structure() -> None:
     assert "untrustworthy" in rows[2]["class"] and "untrustworthy" not in rows[0]["class"]
     assert [s["data-norm"] for s in page.find("svg", "robustness-curve")] == ["linf", "l2"]
     assert len(page.find("svg", "sensitivity-chart")) == 3 and len(page.find("svg", "cost-chart")) == 1
-    assert len(page.inside("g", "series", "robustness-section")) == 2 * 3  # one line per regularizer and norm
-    assert len(page.find("polygon", "band")) == 6
+    # One line per regularizer and norm in the combined charts, and again in the phone's small multiples.
+    assert len(page.inside("g", "series", "robustness-section")) == 2 * 3 * 2
+    assert len(page.find("polygon", "band")) == 6 * 2
     assert page.find("span", "badge") and page.find("span", "fail") and page.find("span", "warn")
     assert page.find("span", "pass")
     assert page.find("div", id="trust-banner") and page.find("details", id="spec")
@@ -272,8 +273,11 @@ def test_many_regularizers_get_small_multiples_and_a_legend() -> None:
     panels = page.find("svg", "robustness-panel")
     assert len(panels) == 12 * 2 and {p["data-norm"] for p in panels} == {"linf", "l2"}
     assert page.find("polyline", "baseline-line") and page.find("polyline", "context-line")
-    three = _parse(render_html(make_report()))  # few regularizers: one chart per norm, no panels
-    assert not three.find("svg", "robustness-panel") and len(three.find("svg", "robustness-curve")) == 2
+    # Few regularizers: one chart per norm on a wide screen; the small charts only for a phone.
+    three = _parse(render_html(make_report()))
+    assert len(three.find("svg", "robustness-curve")) == 2 and three.find("div", "wide-only")
+    assert all(any("phone-only" in p.get("class", "") for _, p in parents)
+               for t, a, parents in three.elements if t == "svg" and a.get("class") == "robustness-panel")
 
 
 def test_paired_tests_say_which_correction_and_show_the_differences_compactly() -> None:
