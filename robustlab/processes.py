@@ -47,9 +47,11 @@ class Child:
 
     def start(self) -> Child:
         preexec: Callable[[], None] | None = _die_with_parent if sys.platform.startswith("linux") else None
-        output = {} if self.relay is None else {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+        piped = self.relay is not None
         self.process = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, preexec_fn=preexec, **output)
+                                        stdout=subprocess.PIPE if piped else None,
+                                        stderr=subprocess.STDOUT if piped else None,
+                                        start_new_session=True, preexec_fn=preexec)
         if self.relay is not None and self.process.stdout is not None:
             threading.Thread(target=self._relay_lines, args=(self.process.stdout, self.relay),
                              name=f"{self.name}-output", daemon=True).start()

@@ -21,12 +21,12 @@ from jobstore.queue import redis_client, rq_connection
 from jobstore.store import JobStore
 from service import dashboard, docs
 from service.auth import KeyRing
-from service.upload_check import CheckPool
 from service.deps import Services
 from service.errors import install_handlers
 from service.metrics import make_registry
 from service.routers import catalog, datasets, jobs, models, ops, reports, specs
 from service.short_ids import ShortJobIds
+from service.upload_check import CheckPool
 
 logger = logging.getLogger(__name__)
 
