@@ -128,7 +128,7 @@ def status(
     """
     with _connect(server, api_key) as client:
         try:
-            job = client.job(job_id)
+            job = QueueAhead(client).annotate(client.job(job_id))  # queued: how many of one's jobs are ahead
         except ClientError as exc:
             raise _fail(exc) from None
     typer.echo(_describe(job))

@@ -81,7 +81,7 @@ def test_status_exits_non_zero_for_a_cancelled_job_and_zero_while_queued(idle_ap
     with RobustlabClient(idle_api.url, key_of("alice")) as client:
         job = client.submit(tiny_spec(name="stays-queued"))
         code, out, _ = _cli(idle_api, "status", job["id"][:8])
-        assert code == 0 and " queued" in out, out
+        assert code == 0 and " queued" in out and "waiting for a free worker" in out, out
         client.cancel(job["id"])
     code, out, _ = _cli(idle_api, "status", job["id"])
     assert code == 1 and "cancelled" in out, out
