@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -42,6 +43,7 @@ ACTIVE = ",".join(s.value for s in ACTIVE_STATUSES)
 DURATIONS_KEPT = 1000
 EXPIRY_GRACE = 7 * 24 * 3600  # a finished record expires by itself this long after its retention time
 PROGRESS_EPSILON = 1e-4
+JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")  # uuid4, as create makes them
 
 
 class QuotaExceeded(Exception):
@@ -129,7 +131,10 @@ class JobStore:
         return dispatch(self)
 
     def get(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
-        """The record; None when it does not exist or (with tenant) belongs to another tenant."""
+        """The record; None when it does not exist, (with tenant) belongs to another tenant, or the id
+        is not a job id at all (`<id>:events` names another key: never read as a record)."""
+        if not JOB_ID.match(job_id):
+            return None
         raw = self.redis.hgetall(self.keys.job(job_id))
         if not raw or "id" not in raw:
             return None

@@ -53,6 +53,15 @@ class ApiError(Exception):
     def response(self) -> JSONResponse:
         return JSONResponse(self.body.model_dump(), status_code=self.status, headers=self.headers)
 
+    def __reduce__(self) -> tuple[Any, ...]:  # raised in a parser process (service.limits): pickled back
+        return (_rebuild, (self.status, self.body.model_dump(), self.headers))
+
+
+def _rebuild(status: int, body: dict[str, Any], headers: dict[str, str]) -> ApiError:
+    error = body["error"]
+    return ApiError(status, error["type"], error["message"],
+                    problems=[(p["path"], p["message"]) for p in error["problems"]], headers=headers)
+
 
 def not_found(what: str, ident: str) -> ApiError:
     # Another tenant's resource gets exactly this answer too: its existence is not revealed.

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from core.jobs import JobRequest
 from core.specs import SpecError, parse_spec
+from service import limits
 from service.errors import ApiError
 
 MAX_JOB_BODY = 1024 * 1024  # a spec is a few KiB; anything near this is a mistake
@@ -64,7 +65,7 @@ def _envelope_problems(exc: ValidationError, data: dict[str, Any]) -> list[tuple
 def parse_job_request(body: bytes) -> JobRequest:
     """A validated JobRequest, or ApiError 400 (not JSON) / 422 (every problem with its path)."""
     try:
-        data = json.loads(body)
+        data = limits.loads(body)  # 422 past the nesting limit
     except UnicodeDecodeError:
         raise ApiError(400, "malformed_json", "the body is not UTF-8 text: send a JSON object") from None
     except json.JSONDecodeError as exc:

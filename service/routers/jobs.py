@@ -8,17 +8,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
-from core.jobs import JobKind, JobRequest, JobStatus
+from core.jobs import JobRequest, JobStatus
 from jobstore.queue import withdraw
 from jobstore.records import JobRecord
 from jobstore.store import IdempotencyConflict, QuotaExceeded, StoredJobsExceeded
+from jobstore.uploads import DatasetStore
 from service.auth import Tenant
 from service.deps import ServicesDep, StoreDep
-from jobstore.uploads import DatasetStore
-from service.upload_refs import check_references
 from service.errors import ApiError, error_responses, not_found
 from service.job_input import MAX_JOB_BODY, parse_job_request, read_capped
+from service.limits import off_loop
 from service.schemas import EXAMPLE_ID, EXAMPLE_SPEC, Job, JobAccepted, JobPage
+from service.upload_refs import check_references
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -42,7 +43,8 @@ _BODY = {
 
 
 async def _job_request(request: Request) -> JobRequest:
-    return parse_job_request(await read_capped(request, MAX_JOB_BODY))
+    # parsing and validating up to 1 MiB of spec: in a parser process, never on the event loop
+    return await off_loop(parse_job_request, await read_capped(request, MAX_JOB_BODY))
 
 
 def etag(record: JobRecord) -> str:

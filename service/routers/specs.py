@@ -18,9 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.specs import SpecError, parse_spec
 from core.specs.yaml_reading import YamlProblem, read_yaml
+from service import limits
 from service.auth import Tenant
 from service.errors import ApiError, error_responses
 from service.job_input import read_capped
+from service.limits import off_loop
 from service.upload_refs import server_path_problems
 
 router = APIRouter(prefix="/v1/specs", tags=["specs"])
@@ -92,6 +94,7 @@ def _validate_text(text: str) -> Validation:
         match = _YAML_LINE.search(str(exc))
         return Validation(valid=False, spec=None, problems=[
             SpecProblem(path="", message=str(exc), line=int(match.group(1)) if match else None)])
+    limits.check_shape(data, "spec_text")  # before anything walks it: depth and expanded size
     root = _compose(text)
     problems = [SpecProblem(path=d.path, message=d.message, line=_line_of(root, d.path)) for d in duplicates]
     try:
@@ -120,7 +123,7 @@ def _validate_data(data: dict[str, Any]) -> Validation:
 
 def _request(body: bytes) -> ValidateRequest:
     try:
-        data = json.loads(body)
+        data = limits.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ApiError(400, "malformed_json", 'the body is not valid JSON: send {"spec_text": "..."} '
                        'or {"spec": {...}}') from None
@@ -137,13 +140,22 @@ def _request(body: bytes) -> ValidateRequest:
 
 
 @router.post("/validate", response_model=Validation, summary="Validate a spec without submitting it",
-             responses=error_responses(400, 401, 413, 422))
+             responses=error_responses(400, 401, 413, 422),
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": ValidateRequest.model_json_schema()}}}})
 async def validate(request: Request, tenant: Tenant) -> Validation:
     """Body `{"spec_text": "<YAML or JSON>"}` or `{"spec": {...}}`. Always 200 for a spec, valid or
     not: `problems` lists each field at fault with its path and, for text, its line; a duplicate
     key is a problem (YAML would silently keep the last value). `spec` is the normalized spec."""
-    body = _request(await read_capped(request, MAX_SPEC_BODY))
+    return await off_loop(_validate_body, await read_capped(request, MAX_SPEC_BODY))
+
+
+def _validate_body(raw: bytes) -> Validation:
+    """The whole validation, run in a parser process (service.limits.off_loop): never on the event loop."""
+    body = _request(raw)
     if body.spec_text is not None:
+        if limits.text_depth(body.spec_text) > limits.MAX_DEPTH:
+            raise limits.too_deep("spec_text")
         return _validate_text(body.spec_text)
     assert body.spec is not None
     return _validate_data(body.spec)

@@ -1,0 +1,143 @@
+"""Guards for request bodies: nesting depth, and CPU-heavy parsing kept off the event loop.
+
+- Depth: JSON or YAML nested deeper than MAX_DEPTH is a 422 before anything recurses over it
+  (Python's json, PyYAML and pydantic all recurse, and a RecursionError would be a 500). A spec is
+  at most ~6 levels deep; 32 leaves room for free-form `params` objects.
+- Off the loop: parsing and validating a spec of a few hundred KiB takes a noticeable fraction of a
+  second of pure-Python work. `off_loop` runs it in one of PARSERS parser processes per API process
+  (the rest wait their turn): a thread would still hold the API's GIL, and /healthz went from 5 ms to
+  seconds while a client flooded the validator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+from service.errors import ApiError
+
+MAX_DEPTH = 32
+MAX_ITEMS = 100_000
+PARSERS = 2
+T = TypeVar("T")
+_executor: ProcessPoolExecutor | None = None
+
+
+def too_deep(where: str = "") -> ApiError:
+    return ApiError(422, "too_deep", f"the {where or 'body'} is nested more than {MAX_DEPTH} levels deep: a spec "
+                    "needs a handful", problems=[(where, f"nested more than {MAX_DEPTH} levels")])
+
+
+def check_shape(value: Any, where: str = "spec") -> None:
+    """422 for data nested past MAX_DEPTH or with more than MAX_ITEMS values once YAML aliases are
+    expanded (an alias bomb: a few lines of anchors that stand for billions of values)."""
+    if depth(value) > MAX_DEPTH:
+        raise too_deep(where)
+    count = 0
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_ITEMS:
+            raise ApiError(422, "too_large", f"the {where} holds more than {MAX_ITEMS} values (YAML aliases "
+                           "expanded): a spec needs a few hundred", problems=[(where, "too many values")])
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """Nesting depth of dicts and lists (iterative: no recursion, stops counting past `limit`)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    seen = 0
+    while stack:
+        item, level = stack.pop()
+        seen += 1
+        if seen > MAX_ITEMS:
+            return deepest
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def text_depth(text: str | bytes) -> int:
+    """Bracket nesting depth of JSON or flow-style YAML text, ignoring brackets inside quoted strings.
+
+    A cheap pre-check that needs no parser (so nothing can recurse); block-style YAML nesting is
+    bounded by the body size and checked on the parsed data."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    level = deepest = 0
+    quote = ""
+    escaped = False
+    for char in text:
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\" and quote == '"':
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            level += 1
+            deepest = max(deepest, level)
+        elif char in "]}":
+            level -= 1
+    return deepest
+
+
+def loads(body: bytes, where: str = "body") -> Any:
+    """json.loads with the depth limit; ValueError subclasses (bad JSON) pass through to the caller."""
+    if text_depth(body) > MAX_DEPTH:
+        raise too_deep(where)
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise too_deep(where) from None
+    return data
+
+
+def _guarded(function: Callable[..., T], *args: Any) -> T:
+    try:
+        return function(*args)
+    except RecursionError:
+        raise too_deep() from None
+
+
+def _pool() -> ProcessPoolExecutor:
+    global _executor
+    if _executor is None:
+        # spawn: a fresh interpreter, not a fork of a process with an event loop and threads
+        _executor = ProcessPoolExecutor(max_workers=PARSERS, mp_context=multiprocessing.get_context("spawn"))
+    return _executor
+
+
+async def off_loop(function: Callable[..., T], *args: Any) -> T:
+    """Run a CPU-heavy parse in a parser process (PARSERS of them, started on first use), so neither
+    the event loop nor the GIL of the API process is held while it runs; a RecursionError is a 422.
+    `function` and its arguments must be picklable (module-level functions, bytes)."""
+    global _executor
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(_pool(), _guarded, function, *args)
+    except BrokenProcessPool:  # a parser process died (killed, out of memory): a new pool for the next one
+        _executor = None
+        raise ApiError(503, "unavailable", "the spec parser was restarted: try again",
+                       headers={"Retry-After": "1"}) from None
