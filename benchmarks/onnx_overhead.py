@@ -8,7 +8,8 @@ briefly (ERM, Adam), exported with torch.onnx.export(dynamo=False), and loaded b
 service loads a user's upload: `models.sources.load_user_model` (graph checks, onnx2torch,
 the InputConventions wrapper). Both models are attacked with the same seeded PGD (L∞, 20 steps,
 random start, 3 radii) on the same samples by `models.attacks.run_attack`, the engine of every
-evaluation; each side is timed `--repeats` times, alternating, and the median is reported.
+evaluation; each side is timed `--repeats` times, alternating; the ratios of the medians and of the fastest
+runs are reported (on a shared machine the fastest run is the least disturbed one).
 
 Reported: time ratio ONNX / native (target ≤ 1.3×), clean and robust accuracy of both, and in how
 many samples the two verdicts differ (the converted graph computes the same function up to float
@@ -79,9 +80,9 @@ def main() -> int:
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: least disturbed by other load)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
@@ -129,6 +130,7 @@ def main() -> int:
             verdicts[name] = result.correct
     median = {name: statistics.median(t) for name, t in times.items()}
     ratio = median["onnx"] / median["native"]
+    ratio_min = min(times["onnx"]) / min(times["native"])  # the least disturbed run of each: less noise
     robust = {name: [float(v.double().mean()) for v in verdicts[name]] for name in verdicts}
     differ = int((verdicts["native"] != verdicts["onnx"]).sum())
     clean_differ = int((clean["native"] != clean["onnx"]).sum())
@@ -139,7 +141,8 @@ def main() -> int:
         "onnx_load_seconds": round(load_seconds, 3),
         "seconds": {name: [round(t, 3) for t in ts] for name, ts in times.items()},
         "median_seconds": {name: round(t, 3) for name, t in median.items()},
-        "ratio_onnx_over_native": round(ratio, 3), "target": TARGET, "meets_target": ratio <= TARGET,
+        "ratio_onnx_over_native": round(ratio, 3), "ratio_of_fastest_runs": round(ratio_min, 3),
+        "target": TARGET, "meets_target": max(ratio, ratio_min) <= TARGET,
         "clean_accuracy": {name: float(c.double().mean()) for name, c in clean.items()},
         "robust_accuracy": dict(zip(("native", "onnx"), (robust["native"], robust["onnx"]), strict=True)),
         "verdicts_differing": differ, "clean_verdicts_differing": clean_differ,
@@ -150,7 +153,9 @@ def main() -> int:
           f"robust {' / '.join(f'{a:.4f}' for a in robust['native'])}")
     print(f"  ONNX → torch  {median['onnx']:7.3f} s   clean {out['clean_accuracy']['onnx']:.4f}   "
           f"robust {' / '.join(f'{a:.4f}' for a in robust['onnx'])}   (load {load_seconds:.2f} s)")
-    print(f"  ratio {ratio:.2f}× (target ≤ {TARGET}×: {'met' if ratio <= TARGET else 'MISSED'}); "
+    met = max(ratio, ratio_min) <= TARGET
+    print(f"  ratio {ratio:.2f}× of medians, {ratio_min:.2f}× of the fastest runs "
+          f"(target ≤ {TARGET}×: {'met' if met else 'MISSED'}); "
           f"verdicts differing: {differ} of {verdicts['native'].numel()} (clean: {clean_differ})")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
