@@ -224,7 +224,7 @@ export function modelUploadForm(catalog, onUploaded) {
     h("form", { onsubmit: submit, class: "grid-form", id: "upload-form" },
       field("model-format", "Format", format),
       field("ckpt-file", "File", file),
-      registryFields, shapeFields, userFields,
+      registryFields, nameField, shapeFields, userFields.filter((f) => f !== nameField),
       h("div", {}, button)),
     result);
 }
