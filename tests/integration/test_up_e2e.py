@@ -6,6 +6,7 @@ of this test's own). The job is a tiny digits compare with 2 regularizers (a few
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -239,3 +240,49 @@ def test_up_refuses_a_bad_demo_spec_before_starting(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["up", "--data-dir", str(tmp_path / "data"), "--demo", str(bad)])
     assert result.exit_code == 1 and "dataset" in result.output, result.output
     assert not (tmp_path / "data").exists()
+
+
+def test_up_demo_on_a_terminal_draws_a_live_bar(tmp_path: Path, key_prefix: str) -> None:
+    """On a terminal the demo's progress is a bar redrawn in place, with the time left in words, and
+    the children's log lines are printed above it rather than through it."""
+    import pty
+    import select
+
+    import yaml
+
+    spec_file = tmp_path / "demo.yaml"
+    spec_file.write_text(yaml.safe_dump({**SPEC, "training": {"epochs": 20, "batch_size": 16}}), encoding="utf-8")
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "robustlab.cli", "up", "--port", str(free_port()), "--data-dir",
+         str(tmp_path / "data"), "--grace", "5", "--demo", str(spec_file)],
+        cwd=REPO, env={**_env(key_prefix), "COLUMNS": "120", "TERM": "xterm"}, stdin=slave, stdout=slave,
+        stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 120
+        while b"succeeded: open" not in seen:
+            assert process.poll() is None and time.monotonic() < deadline, seen.decode(errors="replace")[-3000:]
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+        text = seen.decode(errors="replace")
+        assert "━" in text and "\r" in text, text[-3000:]  # a bar, redrawn in place
+        assert "demo job: training" in text, text[-3000:]
+        assert not re.search(r"about \d+s left", text), text[-3000:]
+        assert "robustlab is up" in text and "INFO" in text  # the children's lines still show
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        children = descendants([process.pid])  # before `up` goes: afterwards they are nobody's
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
