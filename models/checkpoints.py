@@ -177,8 +177,14 @@ def _refuse_compression_bomb(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             inflated = sum(info.file_size for info in archive.infolist())
+            scripted = any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
     except (zipfile.BadZipFile, OSError):
         return  # torch.load reports the damage
+    if scripted:
+        raise CheckpointError(
+            f"{path.name} is a TorchScript archive (torch.jit.save), which is refused: loading it runs code. "
+            "Save the weights instead (torch.save(model.state_dict(), ...)) or export to ONNX"
+        )
     if inflated > 4 * path.stat().st_size + 16 * 1024 * 1024:
         raise CheckpointError(
             f"{path.name} inflates to {inflated:,} bytes from {path.stat().st_size:,}: torch.save never compresses "

@@ -95,3 +95,13 @@ def test_a_pt_compression_bomb_is_refused_before_torch_load(tmp_path: Path) -> N
     with pytest.raises(CheckpointError, match="compression bomb"):
         read_state_dict(bomb)
     assert set(read_state_dict(plain)) == {"w"}
+
+
+def test_a_torchscript_archive_named_pt_is_refused_as_torchscript(tmp_path: Path) -> None:
+    import torch
+
+    from models.checkpoints import CheckpointError, read_state_dict
+
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / "scripted.pt"))
+    with pytest.raises(CheckpointError, match="TorchScript archive"):
+        read_state_dict(tmp_path / "scripted.pt")
