@@ -60,9 +60,12 @@ class Child:
 
     @staticmethod
     def _relay_lines(pipe: IO[bytes], relay: Callable[[str], None]) -> None:
+        """Until the child closes its end: a line that cannot be shown (our stderr closed, e.g. `| head`
+        ended) is dropped, but the pipe is still drained, so the child never blocks on a full pipe."""
         with contextlib.suppress(OSError, ValueError):
             for raw in iter(pipe.readline, b""):
-                relay(raw.decode(errors="replace").rstrip("\n"))
+                with contextlib.suppress(OSError, ValueError):
+                    relay(raw.decode(errors="replace").rstrip("\n"))
 
     @property
     def pid(self) -> int | None:
