@@ -57,6 +57,30 @@ class Cost(_Model):
     eval_seconds: float | None = None
 
 
+class AttackCost(_Model):
+    """What one attack entry of the spec spent on this run (samples × passes through the model)."""
+
+    label: str
+    norm: Literal["linf", "l2"]
+    gradient_evaluations: int  # forward + backward passes
+    forwards: int  # forward-only passes (verdicts, score-based queries)
+    seconds: float
+
+
+class SuiteMember(_Model):
+    """One member of an attack suite at one radius: what it was given, what it broke, what it cost."""
+
+    suite: str  # e.g. "suite-standard"
+    member: str  # e.g. "apgd-ce", "apgd-t", "square"
+    norm: Literal["linf", "l2"]
+    eps: float
+    attacked: int  # samples still unbroken when it started
+    broken: int  # of those, the samples it broke
+    gradient_evaluations: int
+    forwards: int
+    seconds: float
+
+
 class RunReport(_Model):
     regularizer: str
     kind: str
@@ -69,6 +93,9 @@ class RunReport(_Model):
     cost: Cost = Field(default_factory=Cost)
     checks: list[Check] = Field(default_factory=list)
     trustworthy: bool = True  # False when any check failed: robust accuracy is not to be believed
+    training_failed: bool = False  # the training_healthy check failed: shown, left out of comparisons
+    attack_costs: list[AttackCost] = Field(default_factory=list)
+    suite_members: list[SuiteMember] = Field(default_factory=list)
     checkpoint: str | None = None
 
 

@@ -250,6 +250,8 @@ def summarize(runs: list[RunReport], baseline: str | None) -> list[RegularizerSu
     """
     groups: dict[str, list[RunReport]] = {}
     for run in runs:
+        if run.training_failed:  # a failed training run is shown in the runs, not aggregated or compared
+            continue
         groups.setdefault(run.regularizer, []).append(run)
     base_runs = groups.get(baseline) if baseline is not None else None
     return _corrected([

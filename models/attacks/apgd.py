@@ -95,6 +95,7 @@ class ApgdOutcome:
     loss_start: Tensor  # N: loss at the start point
     loss_best: Tensor  # N: best loss reached before the sample was dropped (or at the end)
     loss_late: Tensor  # N: best loss at LATE_FRACTION of the iterations (NaN if dropped before)
+    x_best: Tensor  # N×…: the highest-loss iterate of the samples not found (a warm start for more)
 
 
 def _oscillation(loss_steps: Tensor, i: int, k: int, rho: float) -> Tensor:
@@ -129,6 +130,7 @@ def apgd_run(
     x_found = x.clone()
     loss_start = torch.full((n,), float("nan"), device=dev)
     best_all = torch.full((n,), float("nan"), device=dev)
+    x_best_all = x.clone()
     late_all = torch.full((n,), float("nan"), device=dev)
     index = torch.arange(n, device=dev)
 
@@ -204,4 +206,6 @@ def apgd_run(
         if not drop(missed):
             break
     best_all[index] = loss_best
-    return ApgdOutcome(found=found, x_found=x_found, loss_start=loss_start, loss_best=best_all, loss_late=late_all)
+    x_best_all[index] = x_best
+    return ApgdOutcome(found=found, x_found=x_found, loss_start=loss_start, loss_best=best_all, loss_late=late_all,
+                       x_best=x_best_all)

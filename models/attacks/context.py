@@ -182,7 +182,9 @@ class SweepContext:
             if self.ranked is None:
                 self.ranked = torch.zeros((n, top.shape[1]), dtype=torch.long)
             self.ranked[index] = top
-            wrong = logits.detach().argmax(dim=1) != yb
+            # the verdict's own forward (no gradient, fp32): a model that answers gradient-enabled
+            # passes differently must not have its clean errors decided by them
+            wrong = self.misclassified(xb, yb)
             self.broken[:, index[wrong.cpu()]] = True
             flat = grad.detach().flatten(1)
             zero += int((flat == 0).all(dim=1).sum())

@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from core.specs.evaluation import APGDAttack, SuiteSpec
-from models.attacks.apgd import apgd_run, apgd_start_noise
+from models.attacks.apgd import ApgdOutcome, apgd_run, apgd_start_noise
 from models.attacks.context import CountingModel, SweepContext
 from models.attacks.reference import square_at
 
@@ -39,19 +40,49 @@ class Member:
     restarts: int = 1
     targets: int = 0
     queries: int = 0
+    screen_steps: int = 0  # > 0: focused targets (screen every target, then `focus` targets × steps)
+    focus: int = 0
 
 
-# The standard suite: APGD-CE, then APGD-T on the top-3 wrong classes, then Square as control.
+ESCALATE_SHARE = 0.01  # Square breaking more than this share of the white-box survivors escalates it
+ESCALATED_QUERIES = 5000  # AutoAttack's Square budget
+
+# The standard suite: APGD-CE, then focused APGD-T (9 targets screened, the best 2 pursued), then Square.
 STANDARD = (
     Member("apgd-ce", "apgd", loss="ce", steps=30),
-    Member("apgd-t", "apgd", loss="dlr", steps=30, targets=3),
+    Member("apgd-t", "apgd", loss="dlr", steps=100, targets=9, screen_steps=15, focus=2),
     Member("square", "square", queries=300),
 )
 
 
+def _targets(ctx: SweepContext, index: Tensor, yb: Tensor, rank: int) -> Tensor:
+    """The rank-th most likely class other than y at x (rank 1: the runner-up), from the clean pass."""
+    assert ctx.ranked is not None
+    ranked = ctx.ranked[index].to(ctx.device)
+    return torch.where(ranked[:, 0] == yb, ranked[:, rank], ranked[:, rank - 1])
+
+
+def _confirm(ctx: SweepContext, yb: Tensor, out: ApgdOutcome, loss: str) -> Tensor:
+    """The samples whose found iterate an fp32 verdict confirms; the indicator counts on the way."""
+    confirmed = torch.zeros_like(out.found)
+    if out.found.any():
+        confirmed[out.found] = ctx.misclassified(out.x_found[out.found], yb[out.found])
+    survived = ~out.found
+    late = (out.loss_best - out.loss_late)[survived]
+    total = (out.loss_best - out.loss_start)[survived]
+    ctx.note(**{
+        f"{loss}_unconfirmed": float((out.found & ~confirmed).sum()),
+        f"{loss}_attacked": float(len(yb)),
+        f"{loss}_survivors": float(survived.sum()),
+        # survivors whose best loss still rose by > 5 % of its total gain in the last 20 % of the steps
+        f"{loss}_late_gainers": float(((late > 0.05 * total.abs()) & (total > 0)).sum()),
+    })
+    return confirmed
+
+
 def apgd_at(ctx: SweepContext, i: int, *, loss: str, steps: int, restarts: int = 1, targets: int = 0,
             rho: float = 0.75, stream: int = 0) -> None:
-    """APGD at radius i on the samples unbroken there; targeted DLR over ranks 2 … targets+1."""
+    """APGD at radius i on the samples unbroken there; targeted DLR over ranks 1 … targets."""
     eps, norm = ctx.eps[i], ctx.norm
     width = ctx.ranked.shape[1] if ctx.ranked is not None else 0
     ranks: list[int | None] = list(range(1, min(targets + 1, width))) if targets else [None]
@@ -62,29 +93,56 @@ def apgd_at(ctx: SweepContext, i: int, *, loss: str, steps: int, restarts: int =
                 return
             for index in ctx.chunks(todo):
                 xb, yb = ctx.batch(index)
-                target = None
-                if rank is not None:
-                    assert ctx.ranked is not None
-                    ranked = ctx.ranked[index].to(ctx.device)
-                    # rank r: the r-th most likely class other than y (the top class is y for survivors)
-                    target = torch.where(ranked[:, 0] == yb, ranked[:, rank], ranked[:, rank - 1])
+                target = _targets(ctx, index, yb, rank) if rank is not None else None
                 start = ctx.starts(index, xb, norm, i, stream + 100 * restart + (rank or 0), apgd_start_noise)
                 out = apgd_run(ctx.model, xb, yb, start, eps=eps, norm=norm, steps=steps, loss=loss, target=target,
                                rho=rho, eot=ctx.eot)
-                confirmed = torch.zeros_like(out.found)
-                if out.found.any():
-                    confirmed[out.found] = ctx.misclassified(out.x_found[out.found], yb[out.found])
-                survived = ~out.found
-                late = (out.loss_best - out.loss_late)[survived]
-                total = (out.loss_best - out.loss_start)[survived]
-                ctx.note(**{
-                    f"{loss}_unconfirmed": float((out.found & ~confirmed).sum()),
-                    f"{loss}_attacked": float(len(index)),
-                    f"{loss}_survivors": float(survived.sum()),
-                    # survivors whose best loss still rose by > 5 % of its total gain in the last 20 %
-                    f"{loss}_late_gainers": float(((late > 0.05 * total.abs()) & (total > 0)).sum()),
-                })
-                ctx.mark(i, index, confirmed)
+                ctx.mark(i, index, _confirm(ctx, yb, out, loss))
+
+
+def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps: int, focus: int, steps: int,
+                       stream: int) -> None:
+    """Targeted APGD-DLR that spends its iterations where they pay: every survivor is screened
+    against each of its `targets` most likely wrong classes for `screen_steps` iterations, then
+    the `focus` targets whose DLR loss came closest to the boundary get `steps` more iterations,
+    warm-started from the best point of the screening."""
+    eps, norm = ctx.eps[i], ctx.norm
+    width = ctx.ranked.shape[1] if ctx.ranked is not None else 0
+    ranks = list(range(1, min(targets + 1, width)))
+    for index in ctx.chunks(ctx.advance(i)):
+        xb, yb = ctx.batch(index)
+        n = len(index)
+        alive = torch.ones(n, dtype=torch.bool, device=ctx.device)
+        best_loss = torch.full((n, len(ranks)), float("-inf"), device=ctx.device)
+        best_x = torch.empty((len(ranks), *xb.shape), device=ctx.device, dtype=xb.dtype)
+        start = ctx.starts(index, xb, norm, i, stream, apgd_start_noise)
+        for j, rank in enumerate(ranks):
+            rows = alive.nonzero().flatten()
+            if not rows.numel():
+                break
+            target = _targets(ctx, index[rows.cpu()], yb[rows], rank)
+            out = apgd_run(ctx.model, xb[rows], yb[rows], start[rows], eps=eps, norm=norm, steps=screen_steps,
+                           loss="dlr", target=target, eot=ctx.eot)
+            confirmed = _confirm(ctx, yb[rows], out, "dlr")
+            ctx.mark(i, index[rows.cpu()], confirmed.cpu())
+            alive[rows[confirmed]] = False
+            best_loss[rows, j], best_x[j, rows] = out.loss_best, out.x_best
+        for k in range(min(focus, len(ranks))):
+            rows = alive.nonzero().flatten()
+            if not rows.numel():
+                break
+            j = best_loss[rows].argsort(dim=1, descending=True)[:, k]
+            target = _targets(ctx, index[rows.cpu()], yb[rows], 0) * 0
+            for r, rank in enumerate(ranks):
+                pick = j == r
+                if pick.any():
+                    target[pick] = _targets(ctx, index[rows[pick].cpu()], yb[rows[pick]], rank)
+            warm = best_x[j, rows]
+            out = apgd_run(ctx.model, xb[rows], yb[rows], warm, eps=eps, norm=norm, steps=steps, loss="dlr",
+                           target=target, eot=ctx.eot)
+            confirmed = _confirm(ctx, yb[rows], out, "dlr")
+            ctx.mark(i, index[rows.cpu()], confirmed.cpu())
+            alive[rows[confirmed]] = False
 
 
 def run_apgd(ctx: SweepContext, spec: APGDAttack) -> dict[str, int]:
@@ -119,6 +177,9 @@ def run_suite(ctx: SweepContext, spec: SuiteSpec) -> dict[str, int]:
             if before:
                 if member.kind == "square":
                     square_at(ctx, i, ctx.norm, member.queries, stream=_STREAM_SQUARE)
+                elif member.screen_steps:
+                    focused_targets_at(ctx, i, targets=member.targets, screen_steps=member.screen_steps,
+                                       focus=member.focus, steps=member.steps, stream=_STREAM_TARGETED)
                 else:
                     stream = _STREAM_TARGETED if member.targets else _STREAM_DLR if member.loss == "dlr" else _STREAM_CE
                     apgd_at(ctx, i, loss=member.loss, steps=member.steps, restarts=member.restarts,
@@ -128,4 +189,14 @@ def run_suite(ctx: SweepContext, spec: SuiteSpec) -> dict[str, int]:
             ctx.members.append({"member": member.name, "eps": eps, "attacked": before, "broken": before - after,
                                 "gradient_evaluations": g2 - grads, "forwards": f2 - forwards,
                                 "seconds": time.perf_counter() - started})
+            if member.kind == "square" and before - after > ESCALATE_SHARE * before and after:
+                # the gradient-free control beat the white-box members: their gradients mislead
+                # (masking), so the black-box search gets AutoAttack's full budget on the rest
+                started, grads, forwards = time.perf_counter(), g2, f2
+                square_at(ctx, i, ctx.norm, ESCALATED_QUERIES, stream=_STREAM_SQUARE + 1)
+                left = int(ctx.advance(i).numel())
+                g3, f3 = counter.counts() if counter else (0, 0)
+                ctx.members.append({"member": f"square-{ESCALATED_QUERIES}", "eps": eps, "attacked": after,
+                                    "broken": after - left, "gradient_evaluations": g3 - grads,
+                                    "forwards": f3 - forwards, "seconds": time.perf_counter() - started})
     return stats

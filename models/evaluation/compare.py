@@ -6,7 +6,7 @@ import logging
 import os
 import platform
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -55,14 +55,17 @@ def baseline_name(spec: ExperimentSpec) -> str:
 
 
 def run_report(name: str, kind: str, seed: int, model: nn.Module, data: DatasetBundle, spec: ExperimentSpec,
-               cost: Cost, checkpoint: str | None, stage: StageProgress | None) -> RunReport:
-    evaluation = evaluate_model(model, data, spec.evaluation,
+               cost: Cost, checkpoint: str | None, stage: StageProgress | None, *, history: Sequence[Any] = (),
+               surrogate: tuple[str, nn.Module] | None = None) -> RunReport:
+    evaluation = evaluate_model(model, data, spec.evaluation, history=history, surrogate=surrogate,
                                 progress=(lambda s: stage(f"{name} seed {seed}: {s}")) if stage else None)
     return RunReport(
         regularizer=name, kind=kind, seed=seed, clean_accuracy=evaluation.clean_accuracy,
         samples=evaluation.samples, robust=evaluation.robust, worst_case=evaluation.worst_case,
         sensitivity=evaluation.sensitivity, cost=cost.model_copy(update={"eval_seconds": evaluation.seconds}),
         checks=evaluation.checks, trustworthy=evaluation.trustworthy, checkpoint=checkpoint,
+        training_failed=evaluation.training_failed, attack_costs=evaluation.attack_costs,
+        suite_members=evaluation.suite_members,
     )
 
 
@@ -101,8 +104,12 @@ def compare(spec: ExperimentSpec, out_dir: Path, *, device: str | None = None,
             cost = Cost(train_seconds=run.fit.seconds, step_seconds=run.fit.step_seconds,
                         step_time_ratio_to_baseline=ratio, peak_memory_bytes=run.fit.peak_memory_bytes,
                         memory_measure=run.fit.memory_measure)
+        base_model = next((r.model for r in runs if r.name == baseline and r.seed == run.seed), None)
+        surrogate = (f"{baseline} seed {run.seed}", base_model) if base_model is not None and run.name != baseline \
+            else None
         reports.append(run_report(run.name, run.kind, run.seed, run.model, data, spec, cost,
-                                  str(run.checkpoint.relative_to(out_dir)), stage))
+                                  str(run.checkpoint.relative_to(out_dir)), stage,
+                                  history=run.fit.history if run.fit is not None else (), surrogate=surrogate))
     used = str(next(runs[0].model.parameters()).device) if runs else "cpu"
     return Report(kind="compare", spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(),
                   environment=environment(used), baseline=baseline, runs=reports,

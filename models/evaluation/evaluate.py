@@ -4,24 +4,41 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from core.enums import Task
-from core.reports import AttackAccuracy, Check, Sensitivity, WorstCase
-from core.specs.evaluation import AttackSpec, EvaluationSpec
-from models.attacks import run_attack
+from core.reports import AttackAccuracy, AttackCost, Check, Sensitivity, SuiteMember, WorstCase
+from core.specs.evaluation import APGDAttack, AttackSpec, EvaluationSpec, SquareAttack
+from models.attacks import AttackResult, run_attack
+from models.attacks.apgd import apgd_run, apgd_start_noise
 from models.datasets.base import DatasetBundle
-from models.evaluation.checks import audit_checks, gradient_health
+from models.evaluation.checks import (
+    UNBOUNDED_EPS,
+    audit_checks,
+    black_box_not_stronger,
+    gradient_health,
+    incomplete_optimization,
+    predictions_stable,
+    silent_success,
+    training_healthy,
+    transfer_not_stronger,
+    unbounded_eps_breaks_all,
+)
 from models.evaluation.sensitivity import measure_sensitivity
 from models.regularizers.base import per_sample_loss
 
 log = logging.getLogger(__name__)
 
 AUDIT_SAMPLES = 200  # each attack runs on its own on this many samples for the validity checks
+
+
+EOT_SAMPLES = 10  # gradients averaged over this many passes when predictions are randomized
+UNBOUNDED_STEPS = 20
 
 
 @dataclass
@@ -33,10 +50,16 @@ class ModelEvaluation:
     sensitivity: Sensitivity
     checks: list[Check]
     seconds: float
+    attack_costs: list[AttackCost] = field(default_factory=list)
+    suite_members: list[SuiteMember] = field(default_factory=list)
 
     @property
     def trustworthy(self) -> bool:
         return all(c.status != "fail" for c in self.checks)
+
+    @property
+    def training_failed(self) -> bool:
+        return any(c.name == "training_healthy" and c.status == "fail" for c in self.checks)
 
 
 def _predict_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
@@ -77,14 +100,46 @@ def _broken_so_far(by_eps: dict[float, Tensor], eps: float, clean_correct: Tenso
     return broken
 
 
+def _square_rows(results: list[tuple[AttackSpec, AttackResult]], white: dict[str, dict[float, Tensor]],
+                 square: Any, audit: int) -> list[tuple[str, float, int, int]]:
+    """Per norm and ε: samples Square breaks beyond the white-box attacks (the black-box check).
+
+    A suite's own Square member counts what it broke after the white-box members; any other
+    evaluation gets a Square run (1,000 queries) on the audit samples the white-box attacks left."""
+    rows: list[tuple[str, float, int, int]] = []
+    done: set[tuple[str, float]] = set()
+    for spec, result in results:
+        if spec.kind == "suite":
+            n = result.correct.shape[1]
+            for m in result.members:
+                if m["member"] == "square":
+                    rows.append((spec.norm, float(m["eps"]), int(m["broken"]), n))
+                    done.add((spec.norm, float(m["eps"])))
+    for norm, by_eps in white.items():
+        for eps in sorted(by_eps):
+            if (norm, eps) in done:
+                continue
+            left = ~by_eps[eps][:audit]
+            if not left.any():
+                continue  # the white-box attacks broke everything: Square cannot beat them here
+            rows.append((norm, eps, square(norm, eps, left), audit))
+    return rows
+
+
 def evaluate_model(
     model: nn.Module,
     data: DatasetBundle,
     evaluation: EvaluationSpec,
     *,
     progress: Callable[[str], None] | None = None,
+    history: Sequence[Any] = (),
+    surrogate: tuple[str, nn.Module] | None = None,
 ) -> ModelEvaluation:
-    """The whole evaluation of DESIGN §3 for one model in eval mode, inputs in [0, 1]."""
+    """The whole evaluation of DESIGN §3 for one model in eval mode, inputs in [0, 1].
+
+    history: the run's per-epoch training records (for the training_healthy check); surrogate:
+    (name, model) whose adversarial inputs must not transfer better than the white-box attacks.
+    """
     if data.task != Task.CLASSIFICATION:
         raise ValueError(f"robustness evaluation needs a classification dataset; {data.name!r} is regression")
     if len(data.x_test) == 0:
@@ -95,39 +150,108 @@ def evaluate_model(
     x, y = data.x_test[:n], data.y_test[:n]
     bs, seed = evaluation.batch_size, evaluation.seed
     clean_correct = _predict_correct(model, x, y, bs)
+    clean_accuracy = float(clean_correct.double().mean())
+    chance = 1.0 / data.num_outputs
+    audit = min(AUDIT_SAMPLES, n)
+    xa, ya = x[:audit], y[:audit]
 
+    stable = predictions_stable(model, xa, batch_size=bs)
+    eot = EOT_SAMPLES if stable.status != "pass" else 1
     robust: list[AttackAccuracy] = []
+    costs: list[AttackCost] = []
+    members: list[SuiteMember] = []
     broken: dict[str, dict[float, Tensor]] = {}
+    white: dict[str, dict[float, Tensor]] = {}  # the same without Square (the black-box control)
+    results: list[tuple[AttackSpec, AttackResult]] = []
+    diagnostics: dict[str, float] = {}
     for spec in evaluation.attacks:
         if progress:
             progress(f"{spec.kind} {spec.norm} ε={spec.eps}")
         by_eps = broken.setdefault(spec.norm, {})
         already = torch.stack([_broken_so_far(by_eps, e, clean_correct) for e in spec.eps])
-        result = run_attack(model, x, y, spec, seed=seed, batch_size=bs, already_broken=already)
+        result = run_attack(model, x, y, spec, seed=seed, batch_size=bs, already_broken=already, eot=eot)
+        results.append((spec, result))
+        costs.append(AttackCost(label=result.label, norm=spec.norm, gradient_evaluations=result.gradient_evaluations,
+                                forwards=result.forwards, seconds=result.seconds))
+        members += [SuiteMember(suite=result.label, norm=spec.norm, **m) for m in result.members]
+        for key, value in result.diagnostics.items():
+            diagnostics[key] = diagnostics.get(key, 0.0) + value
         for i, eps in enumerate(result.eps):
             robust.append(AttackAccuracy(attack=spec.kind, norm=spec.norm, eps=eps, label=result.label,
                                          accuracy=float(result.correct[i].double().mean())))
             by_eps[eps] = by_eps.get(eps, torch.zeros(n, dtype=torch.bool)) | ~result.correct[i]
+            if spec.kind != "square":
+                wb = white.setdefault(spec.norm, {})
+                wb[eps] = wb.get(eps, ~clean_correct) | ~result.correct[i]
 
     if progress:
         progress("validity checks")
-    audit = min(AUDIT_SAMPLES, n)
-    xa, ya = x[:audit], y[:audit]
 
     def own_accuracy(spec: AttackSpec) -> float:
-        return float(run_attack(model, xa, ya, spec, seed=seed, batch_size=bs).correct[0].double().mean())
+        return float(run_attack(model, xa, ya, spec, seed=seed, batch_size=bs, eot=eot).correct[0].double().mean())
 
-    checks = [gradient_health(_clean_gradients(model, x, y, bs))]
-    checks += audit_checks(list(evaluation.attacks), own_accuracy, 1.0 / data.num_outputs)
+    def square_extra(norm: str, eps: float, left: Tensor) -> int:
+        spec = SquareAttack(kind="square", norm=norm, eps=[eps], queries=1000)  # type: ignore[arg-type]
+        return int((~run_attack(model, xa[left], ya[left], spec, seed=seed, batch_size=bs).correct[0]).sum())
+
+    checks = [training_healthy(clean_accuracy, chance, history, data.num_outputs), stable,
+              gradient_health(_clean_gradients(model, x, y, bs))]
+    checks += audit_checks(list(evaluation.attacks), own_accuracy, chance)
+    bb = black_box_not_stronger(_square_rows(results, white, square_extra, audit))
+    if bb is not None:
+        checks.append(bb)
+    attacked = sum(v for k, v in diagnostics.items() if k.endswith("_attacked"))
+    if attacked:
+        checks.append(silent_success(sum(v for k, v in diagnostics.items() if k.endswith("_unconfirmed")), attacked))
+    if diagnostics.get("ce_survivors"):
+        checks.append(incomplete_optimization(diagnostics.get("ce_late_gainers", 0.0), diagnostics["ce_survivors"]))
+    unbounded = APGDAttack(kind="apgd", norm="linf", eps=[UNBOUNDED_EPS], steps=UNBOUNDED_STEPS)
+    checks.append(unbounded_eps_breaks_all(own_accuracy(unbounded), "linf", UNBOUNDED_EPS))
+    if surrogate is not None:
+        checks += _transfer_checks(model, surrogate, xa, ya, white, bs, seed)
     if progress:
         progress("sensitivity")
     sensitivity = measure_sensitivity(model, xa, ya, data.task, seed=seed)
     return ModelEvaluation(
-        clean_accuracy=float(clean_correct.double().mean()),
+        clean_accuracy=clean_accuracy,
         samples=n,
         robust=robust,
         worst_case=worst_case_curves(clean_correct, broken),
         sensitivity=sensitivity,
         checks=checks,
         seconds=time.perf_counter() - started,
+        attack_costs=costs,
+        suite_members=members,
     )
+
+
+def _transfer_checks(model: nn.Module, surrogate: tuple[str, nn.Module], xa: Tensor, ya: Tensor,
+                     white: dict[str, dict[float, Tensor]], batch_size: int, seed: int) -> list[Check]:
+    """APGD-CE (30 steps) on the surrogate at every radius; transferred breaks the white-box missed."""
+    name, other = surrogate
+    other.eval()
+    device = next(other.parameters()).device
+    rows = []
+    for norm, by_eps in white.items():
+        for eps in sorted(by_eps):
+            left = ~by_eps[eps][: len(xa)]
+            if not left.any():
+                continue
+            extra = 0
+            for i in range(0, len(xa), batch_size):
+                keep = left[i:i + batch_size]
+                if not keep.any():
+                    continue
+                xb, yb = xa[i:i + batch_size][keep].to(device), ya[i:i + batch_size][keep].to(device)
+                generator = torch.Generator(device=device).manual_seed(seed)
+                start = torch.clamp(xb + apgd_start_noise(xb, eps, norm, generator), 0, 1)
+                out = apgd_run(other, xb, yb, start, eps=eps, norm=norm, steps=30)
+                x_adv = torch.where(out.found.view(-1, *([1] * (xb.dim() - 1))), out.x_found, out.x_best)
+                with torch.no_grad():
+                    extra += int((model(x_adv.to(next(model.parameters()).device)).argmax(dim=1).cpu()
+                                  != yb.cpu()).sum())
+            rows.append((extra, len(xa), eps, norm))
+    if not rows:
+        return []
+    extra, samples, eps, norm = max(rows)
+    return [transfer_not_stronger(extra, samples, eps, norm, name)]
