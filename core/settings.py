@@ -7,10 +7,11 @@ that is the name every Redis deployment already uses.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -47,12 +48,16 @@ class Settings(BaseSettings):
     cancelled_job_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     max_list_page_bytes: int = Field(default=1 * MiB, gt=0)  # GET /v1/jobs pages stop before this size
 
-    # Per-job limits (checked at submit against the spec's cost estimate; see jobstore.cost)
-    max_job_parameters: int = Field(default=50_000_000, gt=0)  # model parameters per run
-    max_job_activation_bytes: int = Field(default=4 * 1024 * MiB, gt=0)  # estimated activation memory per batch
-    max_job_train_samples: int = Field(default=2_000_000_000, gt=0)  # runs x epochs x training samples
-    max_job_attack_steps: int = Field(default=100_000, gt=0)  # attack steps x restarts x eps values, summed
-    max_job_runs: int = Field(default=64, gt=0)  # regularizers x seeds
+    # Per-job limits, checked at submit against the spec's cost estimate (core.cost); each may be set
+    # per tenant in tenant_limits, e.g. ROBUSTLAB_TENANT_LIMITS='{"teamA": {"max_job_parameters": 2e8}}'
+    max_job_parameters: int = Field(default=100_000_000, gt=0)  # model parameters
+    max_job_activation_bytes: int = Field(default=32 * 1024 * MiB, gt=0)  # activations of one training batch
+    max_job_dataset_bytes: int = Field(default=2 * 1024 * MiB, gt=0)  # the inputs as float32
+    max_job_train_samples: int = Field(default=1_000_000_000, gt=0)  # runs x epochs x training samples
+    max_job_attack_steps: int = Field(default=2_000_000, gt=0)  # runs x sum of steps x restarts x radii
+    max_job_attack_steps_per_radius: int = Field(default=100_000, gt=0)  # one attack: steps x restarts
+    max_job_runs: int = Field(default=200, gt=0)  # regularizers x seeds
+    tenant_limits: dict[str, dict[str, int]] = Field(default_factory=dict)
     job_memory_limit_mb: int = Field(default=16 * 1024, ge=0)  # address-space limit of each job process (0: none)
     queue_depth: int = Field(default=2, ge=1)  # RQ entries handed out at once; the rest wait for fair dispatch
     redis_outage_seconds: float = Field(default=300.0, ge=0)  # workers wait this long for Redis to come back
@@ -69,6 +74,16 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> str:
         return self.artifact_store or str(self.data_dir / "artifacts")
+
+    @field_validator("tenant_limits", mode="before")
+    @classmethod
+    def _limits_json(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value  # the environment's JSON text
+
+    def limits_for(self, tenant: str) -> dict[str, int]:
+        """The per-job limits (max_job_*) that apply to `tenant`: the defaults, then its overrides."""
+        limits = {name: int(getattr(self, name)) for name in type(self).model_fields if name.startswith("max_job_")}
+        return limits | {k: int(v) for k, v in self.tenant_limits.get(tenant, {}).items() if k in limits}
 
     @property
     def work_root(self) -> Path:

@@ -62,6 +62,12 @@ def limit_memory(megabytes: int) -> None:
     os.environ["ROBUSTLAB_JOB_MEMORY_LIMIT_ACTIVE"] = str(megabytes)
 
 
+def gpu_present() -> bool:
+    """An NVIDIA device node exists (without initializing CUDA, which the parent never does)."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "x") != "" and any(
+        name.startswith("nvidia") and name[6:].isdigit() for name in os.listdir("/dev") if os.path.isdir("/dev"))
+
+
 def die_with_parent(parent_pid: int) -> None:
     """Linux: have the kernel SIGKILL this process when its parent dies; exit now if it already did."""
     if not sys.platform.startswith("linux"):
@@ -91,7 +97,8 @@ class RobustlabWorker(Worker):
     # ------------------------------------------------------------------ the work horse side
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         die_with_parent(self._parent_pid)
-        limit_memory(self.settings.job_memory_limit_mb)
+        if self.settings.device == "cpu" or not gpu_present():  # CUDA reserves far more address space than it uses
+            limit_memory(self.settings.job_memory_limit_mb)
         super().main_work_horse(job, queue)
 
     # ------------------------------------------------------------------ the parent side

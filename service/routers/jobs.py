@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
+from core.cost import estimate, over_limits
 from core.jobs import JobRequest, JobStatus
 from jobstore.queue import withdraw
 from jobstore.records import JobRecord
@@ -83,6 +84,10 @@ def submit(
         raise ApiError(400, "bad_header", "Idempotency-Key must be 1-200 letters, digits, '.', '_', ':', '-'",
                        problems=[("header.idempotency-key", "invalid characters or length")])
     check_references(job, tenant, store, DatasetStore(store.redis, settings.key_prefix))
+    problems = over_limits(estimate(job.spec), settings.limits_for(tenant))
+    if problems:
+        raise ApiError(422, "over_limits", f"the job is larger than this tenant may run ({len(problems)} limit(s) "
+                       "exceeded); see `problems`", problems=problems)
     try:
         record, created = store.create(tenant, job, max_active=settings.max_queued_jobs_per_tenant,
                                        idempotency_key=idempotency_key,

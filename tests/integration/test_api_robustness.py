@@ -29,7 +29,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    with running_api(redis_url, tmp_path_factory.mktemp("api-robust")) as server:
+    limits = '{"grace": {"max_job_parameters": 10000000000}}'
+    with running_api(redis_url, tmp_path_factory.mktemp("api-robust"),
+                     extra_env={"ROBUSTLAB_TENANT_LIMITS": limits}) as server:
         yield server
 
 
@@ -102,6 +104,40 @@ def test_responses_carry_no_internal_fields(api: ApiServer) -> None:
         text = str(body)
         assert token not in text and "result_prefix" not in body and "tenant" not in body
         assert not {"dispatches", "deaths_here", "death_fraction", "sequence", "execution"} & set(body)
+
+
+def _spec(**changes: Any) -> dict[str, Any]:
+    return {"kind": "compare", "spec": {**EXAMPLE_SPEC, **changes}}
+
+
+@pytest.mark.parametrize(("changes", "path", "limit"), [
+    ({"model": {"architecture": "mlp", "params": {"hidden": [65536, 65536]}}}, "spec.model.params",
+     "MAX_JOB_PARAMETERS"),
+    ({"model": {"architecture": "mlp", "params": {"hidden": [65536] * 16}}}, "spec.model.params",
+     "MAX_JOB_PARAMETERS"),
+    ({"dataset": {"name": "function_regression", "dim": 1000, "n_samples": 1_000_000},
+      "regularizers": [{"name": "erm", "kind": "none"}]}, "spec.dataset", "MAX_JOB_DATASET_BYTES"),
+    ({"evaluation": {"attacks": [{"kind": "pgd", "norm": "linf", "eps": [0.1], "steps": 10_000, "restarts": 100}]}},
+     "spec.evaluation.attacks", "MAX_JOB_ATTACK_STEPS_PER_RADIUS"),
+    ({"training": {"epochs": 10_000}, "seeds": list(range(100)),
+      "regularizers": [{"name": f"r{i}", "kind": "none"} for i in range(64)]}, "spec.regularizers", "MAX_JOB_RUNS"),
+    ({"training": {"epochs": 10_000}, "seeds": list(range(100)),
+      "regularizers": [{"name": f"r{i}", "kind": "none"} for i in range(64)]}, "spec.training.epochs",
+     "MAX_JOB_TRAIN_SAMPLES"),
+])
+def test_jobs_over_a_limit_are_refused_naming_the_field_and_the_limit(api: ApiServer, changes: dict[str, Any],
+                                                                      path: str, limit: str) -> None:
+    error = _error(api.client("alice").post("/v1/jobs", json=_spec(**changes)), 422)
+    assert error["type"] == "over_limits"
+    assert any(p["path"] == path and limit in p["message"] for p in error["problems"]), error
+
+
+def test_limits_are_per_tenant(api: ApiServer) -> None:
+    wide = _spec(model={"architecture": "mlp", "params": {"hidden": [65536, 65536]}})
+    assert api.client("alice").post("/v1/jobs", json=wide).status_code == 422
+    accepted = api.client("grace").post("/v1/jobs", json=wide)  # grace may run 10^10 parameters
+    assert accepted.status_code == 202, accepted.text
+    assert api.client("grace").post(f"/v1/jobs/{accepted.json()['id']}/cancel").status_code == 200
 
 
 def _large_spec_text(size: int = 245_000) -> str:

@@ -116,3 +116,22 @@ def test_a_redis_restart_mid_training_neither_fails_the_job_nor_stops_the_worker
     finally:
         own.stop_all()
         server.stop()
+
+
+def test_a_job_over_its_memory_limit_fails_cleanly_and_the_worker_lives_on(service: Service) -> None:
+    """The hard limit on every job process (RLIMIT_AS): a job that allocates past it fails with a clear
+    error instead of the kernel's OOM killer picking a victim; its worker takes the next job."""
+    service.env_overrides["ROBUSTLAB_JOB_MEMORY_LIMIT_MB"] = "2500"
+    huge = tiny_spec()
+    huge["dataset"] = {"name": "function_regression", "dim": 1000, "n_samples": 1_000_000}  # ~8 GB
+    huge["model"] = {"architecture": "mlp", "params": {"hidden": [16]}}
+    job_id = service.submit(huge)  # straight into the store: the API's cost check would refuse it
+    worker = service.start_worker()
+    record = service.wait_status(job_id, JobStatus.FAILED, JobStatus.SUCCEEDED, timeout=180)
+    assert record.status is JobStatus.FAILED and record.error is not None, record
+    assert record.error.type == "OutOfMemory" and "2500 MiB" in record.error.message, record.error
+    assert str(service.data_dir) not in record.error.message and "/work/" not in record.error.message  # no paths
+    assert worker.poll() is None
+    follow_up = service.submit(tiny_spec())
+    assert service.wait_status(follow_up, JobStatus.SUCCEEDED, JobStatus.FAILED, timeout=180).status \
+        is JobStatus.SUCCEEDED
