@@ -355,6 +355,8 @@ def _runs(report: Report) -> str:
                         for n, e in columns)
         memory = None if r.cost.peak_memory_bytes is None else r.cost.peak_memory_bytes / 2**20
         trust = "✓" if r.trustworthy else '<span class="flag">⚠</span>'
+        if r.training_failed:  # shown here, left out of the headline, the comparison and the tests
+            trust = '<span class="flag" title="the training_healthy check failed">⚠ training failed</span>'
         # On the CPU the figure is the process's peak resident memory, not an allocator peak: say so.
         rss = ' <abbr title="process peak resident set size (CPU)">RSS</abbr>' if (
             r.cost.memory_measure == "cpu_peak_rss") else ""
@@ -366,8 +368,12 @@ def _runs(report: Report) -> str:
     table = _table("runs", ["Regularizer", "Seed", "Trust", "Clean %",
                             *[f"{column_label(n, e)} %" for n, e in columns],
                             "Train s", "Step s", "Peak MiB", "Eval s", "Samples", "Checkpoint"], rows)
-    return (f'<section id="runs-section"><h2>Runs</h2><details><summary>Every run ({len(report.runs)}): accuracy, '
-            f"cost, checkpoint</summary>{table}{notes.legend()}</details></section>")
+    failed = [f"{r.regularizer} seed {r.seed}" for r in report.runs if r.training_failed]
+    left_out = (f'<p class="note flag" id="training-failed">Training failed for {len(failed)} run'
+                f'{"s" if len(failed) != 1 else ""} ({escape(", ".join(failed))}): listed here, left out of the '
+                f"headline, the comparison and the paired tests.</p>" if failed else "")
+    return (f'<section id="runs-section"><h2>Runs</h2>{left_out}<details><summary>Every run ({len(report.runs)}): '
+            f"accuracy, cost, checkpoint</summary>{table}{notes.legend()}</details></section>")
 
 
 def _provenance(report: Report) -> str:

@@ -302,3 +302,12 @@ def test_cost_shows_spread_and_marks_ratios_within_noise() -> None:
         for r in report.runs]
     noisy = report.model_copy(update={"runs": runs, "summary": summarize(runs, "erm")})
     assert "≈ noise" in render_html(noisy)
+
+
+def test_a_run_whose_training_failed_is_listed_and_said_to_be_left_out() -> None:
+    report = demo_report(regularizers=3)
+    runs = [r.model_copy(update={"training_failed": r.regularizer == "doubleback" and r.seed == 2})
+            for r in report.runs]
+    page = render_html(report.model_copy(update={"runs": runs, "summary": summarize(runs, "erm")}))
+    assert 'id="training-failed"' in page and "doubleback seed 2" in page and "⚠ training failed" in page
+    assert 'id="training-failed"' not in render_html(report)
