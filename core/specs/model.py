@@ -17,8 +17,8 @@ from core.specs.base import FieldError, Spec
 class Normalization(Spec):
     """Per-channel normalization, applied by a layer inside the model (attacks work in [0, 1])."""
 
-    mean: list[float] = Field(min_length=1, description="per-channel mean (one value per channel)")
-    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, description="per-channel std, > 0")
+    mean: list[float] = Field(min_length=1, max_length=64, description="per-channel mean (one value per channel)")
+    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, max_length=64, description="per-channel std, > 0")
 
     @model_validator(mode="after")
     def _same_length(self) -> "Normalization":

@@ -16,7 +16,7 @@ class TrainingSpec(Spec):
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
     schedule: Literal["constant", "step", "cosine", "one_cycle"] = "constant"
     milestones: list[float] = Field(
-        default_factory=lambda: [0.5, 0.75],
+        default_factory=lambda: [0.5, 0.75], max_length=16,
         description="step schedule: fractions of training after which lr is multiplied by gamma",
     )
     gamma: float = Field(0.1, gt=0.0, le=1.0, description="step schedule: lr factor at each milestone")

@@ -27,6 +27,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 QUOTA_RETRY_AFTER = "30"
+MAX_STORED_SPEC = 64 * 1024  # bytes of one stored spec: every list in a spec is capped, this caps the rest
 
 _BODY = {
     "required": True,
@@ -84,6 +85,10 @@ def submit(
         raise ApiError(400, "bad_header", "Idempotency-Key must be 1-200 letters, digits, '.', '_', ':', '-'",
                        problems=[("header.idempotency-key", "invalid characters or length")])
     check_references(job, tenant, store, DatasetStore(store.redis, settings.key_prefix))
+    stored = len(job.spec.model_dump_json())
+    if stored > MAX_STORED_SPEC:
+        raise ApiError(422, "too_large", f"the spec takes {stored:,} bytes with its defaults filled in, more than "
+                       f"{MAX_STORED_SPEC:,}: a spec needs a few KiB", problems=[("spec", "too large")])
     problems = over_limits(estimate(job.spec), settings.limits_for(tenant))
     if problems:
         raise ApiError(422, "over_limits", f"the job is larger than this tenant may run ({len(problems)} limit(s) "

@@ -189,3 +189,10 @@ def test_a_validation_flood_does_not_stall_healthz(api: ApiServer, tmp_path: Pat
     p99 = statistics.quantiles(latencies, n=100)[98]
     median = statistics.median(latencies)
     assert p99 < 0.1, f"/healthz p99 {p99 * 1000:.0f} ms during the flood (median {median * 1000:.0f} ms)"
+
+
+def test_list_fields_of_a_spec_are_capped(api: ApiServer) -> None:
+    """A 0.9 MB spec of milestones used to be stored as it came."""
+    training = {"epochs": 2, "schedule": "step", "milestones": [i / 200_000 for i in range(1, 100_000)]}
+    error = _error(api.client("alice").post("/v1/jobs", json=_spec(training=training)), 422)
+    assert any(p["path"] == "spec.training.milestones" for p in error["problems"]), error

@@ -18,6 +18,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from core.artifacts import ArtifactStore
 from core.jobs import JobError, JobStatus
 from jobstore.queue import job_queue, rq_connection, rq_job_id
 from jobstore.store import now
@@ -132,3 +133,25 @@ def test_redis_restart_with_aof_loses_no_accepted_job(tmp_path: Path, key_prefix
     finally:
         own.stop_all()
         server.stop()
+
+
+def test_retention_deletes_finished_jobs_with_their_artifacts(service: Service, tmp_path: Path) -> None:
+    service.env_overrides.update(ROBUSTLAB_JOB_TTL_SECONDS="1", ROBUSTLAB_CANCELLED_JOB_TTL_SECONDS="1")
+    store, artifacts = service.store, ArtifactStore(service.settings.artifact_root)
+    done_id, cancelled_id, running_id = (service.submit(tiny_spec(), queue_it=False) for _ in range(3))
+    token = store.start(done_id)
+    assert token is not None and store.start(running_id) is not None
+    (tmp_path / "report.json").write_text("{}")
+    for prefix in (f"jobs/{done_id}/result-{token}", f"jobs/{done_id}/resume"):
+        artifacts.put_file(prefix, "report.json", tmp_path / "report.json")
+    service.journal.event(done_id, "started")
+    assert store.finish(done_id, token, JobStatus.SUCCEEDED, artifacts=["report.json"],
+                        result_prefix=f"jobs/{done_id}/result-{token}")
+    assert store.request_cancel(cancelled_id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
+    wait_for(lambda: len(store.due_for_retention()) == 2, 30, "both to be due")
+    done = Reaper(service.settings, store, rq_connection(service.redis_url), service.journal, artifacts).run_once()
+    assert sorted(done["deleted"]) == sorted([done_id, cancelled_id])
+    assert store.get(done_id) is None and store.get(cancelled_id) is None and store.get(running_id) is not None
+    assert artifacts.list(f"jobs/{done_id}") == [] and service.journal.events(done_id) == []
+    assert [r.id for r in store.list_jobs("tenant-a")[0]] == [running_id]
+    assert store.due_for_retention() == []
