@@ -23,10 +23,13 @@ RUN pip install -c constraints/cpu.txt --index-url https://download.pytorch.org/
 COPY pyproject.toml README.md ./
 COPY core/ core/
 COPY models/ models/
+COPY reports/ reports/
+COPY jobstore/ jobstore/
 COPY worker/ worker/
 COPY service/ service/
 COPY robustlab/ robustlab/
-RUN pip install -c constraints/cpu.txt . && python -c "import robustlab.cli, service.client"
+RUN pip install -c constraints/cpu.txt . && pip install -r constraints/security.txt \
+    && python -c "import robustlab.cli, service.client, torchattacks"
 
 # --- cuda: the same, on a CUDA runtime base -----------------------------------------------------------
 FROM ${CUDA_IMAGE} AS cuda-build
@@ -42,10 +45,13 @@ RUN pip install -c constraints/cpu.txt --index-url ${CUDA_WHEELS} torch torchvis
 COPY pyproject.toml README.md ./
 COPY core/ core/
 COPY models/ models/
+COPY reports/ reports/
+COPY jobstore/ jobstore/
 COPY worker/ worker/
 COPY service/ service/
 COPY robustlab/ robustlab/
-RUN pip install -c constraints/cpu.txt . && python -c "import robustlab.cli, service.client"
+RUN pip install -c constraints/cpu.txt . && pip install -r constraints/security.txt \
+    && python -c "import robustlab.cli, service.client, torchattacks"
 
 FROM ${CUDA_IMAGE} AS cuda
 ENV DEBIAN_FRONTEND=noninteractive

@@ -108,7 +108,7 @@ def test_cancel_a_running_job_stops_its_process(service: Service) -> None:
     record = service.wait_status(job_id, JobStatus.CANCELLED, JobStatus.SUCCEEDED, JobStatus.FAILED, timeout=5)
     assert record.status is JobStatus.CANCELLED and record.error is not None and record.error.type == "Cancelled"
     wait_for(lambda: not horse.is_running() or horse.status() == psutil.STATUS_ZOMBIE, 5, "the horse to stop")
-    assert not os.path.exists(service.settings.work_root / job_id)
+    wait_for(lambda: not os.path.exists(service.settings.work_root / job_id), 60, "its scratch folder to go")
     # The worker survives its horse's end and takes the next job.
     follow_up = service.submit(tiny_spec())
     assert service.wait_status(follow_up, JobStatus.SUCCEEDED, JobStatus.FAILED, timeout=60).status \

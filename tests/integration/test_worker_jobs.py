@@ -48,7 +48,8 @@ def test_compare_job_succeeds_with_artifacts_in_the_store(service: Service) -> N
     assert set(store.list(f"jobs/{job_id}")) == {f"{prefix.split('/', 2)[2]}/{n}" for n in record.artifacts}
     report = json.loads(store.open(prefix, "report.json").read())
     assert {r["regularizer"] for r in report["runs"]} == {"erm", "doubleback"}
-    assert not (service.settings.work_root / job_id).exists()  # scratch space cleaned up
+    # scratch space cleaned up: after the finish the client sees, so wait for it (a condition, not a speed)
+    wait_for(lambda: not (service.settings.work_root / job_id).exists(), 60, "the scratch folder to go")
     # The parent never loaded torch (DESIGN §5): only its work horses did.
     maps = psutil.Process(worker.pid).memory_maps()
     assert not [m.path for m in maps if "torch" in m.path]
