@@ -1,0 +1,187 @@
+"""APGD against torchattacks' APGD / APGDT, the standard suite against the AutoAttack reference, and
+the suite's sweep rules, on a small MLP trained for a second on scikit-learn's digits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchattacks
+from pydantic import ValidationError
+from torch import Tensor, nn
+
+from core.specs import EvaluationSpec
+from core.specs.dataset import DigitsDataset
+from core.specs.evaluation import APGDAttack, AutoAttackSpec, PGDAttack, SuiteSpec
+from models.architectures import build_model
+from models.attacks import context as context_module
+from models.attacks import run_attack
+from models.attacks.apgd import apgd_run, dlr_loss
+from models.datasets import load_dataset
+
+N = 120
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[nn.Module, Tensor, Tensor]:
+    data = load_dataset(DigitsDataset(name="digits", seed=0))
+    torch.manual_seed(0)
+    model = build_model("mlp", {"hidden": [64]}, (1, 8, 8), 10)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(15):
+        for idx in torch.randperm(len(data.x_train), generator=g).split(64):
+            optimizer.zero_grad()
+            F.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
+            optimizer.step()
+    return model.eval(), data.x_test[:N], data.y_test[:N]
+
+
+def _torchattacks_start(x: Tensor, eps: float, norm: str) -> Tensor:
+    """The start torchattacks' APGD draws right after torch.manual_seed (its attack_single_run)."""
+    if norm == "linf":
+        t = 2 * torch.rand(x.shape) - 1
+        return (x + eps * t / t.flatten(1).abs().amax(1).view(-1, 1, 1, 1)).clamp(0, 1)
+    t = torch.randn(x.shape)
+    return (x + eps * t / ((t**2).sum(dim=(1, 2, 3), keepdim=True).sqrt() + 1e-12)).clamp(0, 1)
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 1.0)])
+@pytest.mark.parametrize("loss", ["ce", "dlr", "targeted"])
+def test_apgd_follows_torchattacks_step_for_step(trained, norm: str, eps: float, loss: str) -> None:
+    """Same start, same schedule: the same samples broken and the same best loss on the others,
+    although ours drops each sample at its first misclassified iterate and theirs runs all to the end."""
+    if loss == "targeted" and norm == "l2":
+        pytest.skip("torchattacks' APGDT L2 step uses the first sample's step size for the whole batch "
+                    "(step_size[0]); the original, and ours, keep one step size per sample")
+    model, x, y = trained
+    ta_norm = {"linf": "Linf", "l2": "L2"}[norm]
+    if loss == "targeted":
+        reference = torchattacks.APGDT(model, norm=ta_norm, eps=eps, steps=25, n_classes=10, seed=0)
+        reference.target_class = 2
+        target = model(x).sort(dim=1)[1][:, -2]
+    else:
+        reference = torchattacks.APGD(model, norm=ta_norm, eps=eps, steps=25, loss=loss, seed=0)
+        target = None
+    torch.manual_seed(0)
+    _, acc, loss_best, _ = reference.attack_single_run(x, y)
+    torch.manual_seed(0)
+    start = _torchattacks_start(x, eps, norm)
+    out = apgd_run(model, x, y, start, eps=eps, norm=norm, steps=25, loss="ce" if loss == "ce" else "dlr",
+                   target=target)
+    assert torch.equal(~out.found, acc.bool())
+    survived = ~out.found
+    assert 0 < int(survived.sum()) < N
+    assert torch.allclose(out.loss_best[survived], loss_best[survived], rtol=1e-3, atol=1e-3)
+    with torch.no_grad():
+        assert (model(out.x_found[out.found]).argmax(1) != y[out.found]).all()
+    delta = (out.x_found - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    assert (size <= eps + 1e-5).all() and out.x_found.min() >= 0 and out.x_found.max() <= 1
+
+
+def test_dlr_is_invariant_to_the_logits_scale_and_shift() -> None:
+    z = torch.randn(8, 10)
+    y = torch.arange(8)
+    target = (y + 1) % 10
+    for t in (None, target):
+        assert torch.allclose(dlr_loss(z, y, t), dlr_loss(5.0 * z + 3.0, y, t), atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_sweep_matches_torchattacks_apgd(trained, norm: str) -> None:
+    """APGD through the sweep (radii ascending, survivors only, early stop) against torchattacks' APGD
+    called once per ε on every sample: random starts differ (torchattacks draws them for the clean-
+    correct samples only), so the two agree up to a few samples at each radius."""
+    model, x, y = trained
+    eps_list = [0.05, 0.1] if norm == "linf" else [0.5, 1.0]
+    ours = run_attack(model, x, y, APGDAttack(kind="apgd", norm=norm, eps=eps_list, steps=20), seed=0, batch_size=N)
+    for i, eps in enumerate(eps_list):
+        attack = torchattacks.APGD(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, steps=20, seed=0)
+        with torch.no_grad():
+            theirs = model(attack(x, y)).argmax(1) == y
+        assert int((ours.correct[i] != theirs).sum()) <= 5, eps
+        assert ours.accuracy()[i] <= float(theirs.double().mean()) + 3 / N, eps
+
+
+def test_suite_is_as_strong_as_the_autoattack_reference(trained) -> None:
+    """The standard suite's accuracy ≤ AutoAttack (original settings) + 0.3 pt, at a fraction of the gradients."""
+    model, x, y = trained
+    suite = run_attack(model, x, y, SuiteSpec(kind="suite", name="standard", norm="linf", eps=[0.1, 0.2]),
+                       seed=0, batch_size=N)
+    reference = run_attack(model, x, y, AutoAttackSpec(kind="autoattack", norm="linf", eps=[0.1, 0.2]),
+                           seed=0, batch_size=N)
+    for ours, theirs in zip(suite.accuracy(), reference.accuracy(), strict=True):
+        assert ours <= theirs + 0.003
+    assert suite.gradient_evaluations * 3 < reference.gradient_evaluations
+    assert suite.forwards * 10 < reference.forwards
+
+
+def test_suite_records_members_and_keeps_the_sweep_rules(trained) -> None:
+    model, x, y = trained
+    spec = SuiteSpec(kind="suite", name="standard", norm="linf", eps=[0.05, 0.1, 0.2])
+    result = run_attack(model, x, y, spec, seed=0, batch_size=50)
+    assert result.label == "suite-standard"
+    acc = result.accuracy()
+    assert acc == sorted(acc, reverse=True)
+    with torch.no_grad():
+        clean = int((model(x).argmax(1) == y).sum())
+    by_eps: dict[float, list[dict]] = {}
+    for m in result.members:
+        by_eps.setdefault(m["eps"], []).append(m)
+    assert [m["member"] for m in by_eps[0.05]][:3] == ["apgd-ce", "apgd-t", "square"]
+    survivors = clean
+    for eps, correct in zip(spec.eps, result.correct, strict=True):
+        members = by_eps[eps]
+        assert members[0]["attacked"] <= survivors  # only what smaller radii left is attacked
+        for a, b in zip(members, members[1:], strict=False):
+            assert b["attacked"] == a["attacked"] - a["broken"]  # each member on its predecessors' survivors
+        survivors = members[-1]["attacked"] - members[-1]["broken"]
+        assert survivors == int(correct.sum())
+    assert sum(m["gradient_evaluations"] for m in result.members) <= result.gradient_evaluations
+    again = run_attack(model, x, y, spec, seed=0, batch_size=50)
+    assert torch.equal(again.correct, result.correct)  # seeded and deterministic
+
+
+class _Saturated(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.inner(x) * 1e4
+        return out
+
+
+def test_suite_sees_through_saturated_logits(trained) -> None:
+    """Cross-entropy gradients underflow on logits × 10⁴; targeted DLR is scale-invariant."""
+    model, x, y = trained
+    spec = SuiteSpec(kind="suite", eps=[0.1])
+    plain = run_attack(model, x, y, spec, seed=0, batch_size=N).accuracy()[0]
+    saturated = run_attack(_Saturated(model).eval(), x, y, spec, seed=0, batch_size=N).accuracy()[0]
+    assert saturated <= plain + 0.05
+
+
+def test_bf16_pgd_never_reports_more_than_fp32(trained, monkeypatch) -> None:
+    """amp: bf16 iterations, then fp32 from the same starts for what bf16 left: a superset of fp32's breaks."""
+    model, x, y = trained
+    spec = PGDAttack(kind="pgd", eps=[0.05, 0.1], steps=10)
+    fp32 = run_attack(model, x, y, spec, seed=0, batch_size=N)
+    monkeypatch.setattr(context_module, "bf16_autocast_available", lambda device: True)  # CPU bf16 (emulated)
+    bf16 = run_attack(model, x, y, spec, seed=0, batch_size=N, amp=True)
+    assert not (bf16.correct & ~fp32.correct).any()
+
+
+def test_suite_spec_entry_and_defaults() -> None:
+    spec = EvaluationSpec.model_validate({"attacks": [{"kind": "suite", "name": "standard", "norm": "linf",
+                                                       "eps": [0.1, 0.2]}]})
+    assert isinstance(spec.attacks[0], SuiteSpec) and spec.attacks[0].eps == [0.1, 0.2]
+    assert EvaluationSpec.model_validate({"attacks": [{"kind": "suite", "name": "standard", "norm": "l2",
+                                                       "eps": [1.0]}]}).attacks[0].norm == "l2"
+    for default in (EvaluationSpec(), EvaluationSpec.model_validate({"attacks": []})):
+        assert [(a.kind, a.norm, a.eps) for a in default.attacks] == [("suite", "linf", [0.1, 0.2])]
+    with pytest.raises(ValidationError, match="cannot reach"):
+        PGDAttack(kind="pgd", eps=[0.1, 0.2], steps=20, step_size=0.005)
+    PGDAttack(kind="pgd", eps=[0.1, 0.2], steps=20, step_size=0.01)  # 20 × 0.01 = 0.2 reaches ε = 0.2
+    with pytest.raises(ValidationError, match="targeted"):
+        APGDAttack(kind="apgd", eps=[0.1], targets=3)
