@@ -88,6 +88,7 @@ class SweepContext:
     eot: int = 1  # gradients averaged over this many forward passes (randomized models)
     diagnostics: dict[str, float] = field(default_factory=dict)  # summed indicator counts (see `note`)
     members: list[dict[str, object]] = field(default_factory=list)  # a suite's per-member record
+    white_broken: Tensor | None = None  # E×N: broken before a suite's black-box member ran
 
     def note(self, **counts: float) -> None:
         """Add to the indicator counts the checks read (unconfirmed iterates, late loss gains ...)."""

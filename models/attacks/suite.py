@@ -131,13 +131,13 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
             rows = alive.nonzero().flatten()
             if not rows.numel():
                 break
-            j = best_loss[rows].argsort(dim=1, descending=True)[:, k]
-            target = _targets(ctx, index[rows.cpu()], yb[rows], 0) * 0
+            chosen = best_loss[rows].argsort(dim=1, descending=True)[:, k]  # each row's k-th best target
+            target = torch.zeros_like(yb[rows])
             for r, rank in enumerate(ranks):
-                pick = j == r
+                pick = chosen == r
                 if pick.any():
                     target[pick] = _targets(ctx, index[rows[pick].cpu()], yb[rows[pick]], rank)
-            warm = best_x[j, rows]
+            warm = best_x[chosen, rows]
             out = apgd_run(ctx.model, xb[rows], yb[rows], warm, eps=eps, norm=norm, steps=steps, loss="dlr",
                            target=target, eot=ctx.eot)
             confirmed = _confirm(ctx, yb[rows], out, "dlr")
@@ -174,6 +174,10 @@ def run_suite(ctx: SweepContext, spec: SuiteSpec) -> dict[str, int]:
             before = int(ctx.advance(i).numel())
             grads, forwards = counter.counts() if counter else (0, 0)
             started = time.perf_counter()
+            if member.kind == "square":
+                if ctx.white_broken is None:
+                    ctx.white_broken = torch.zeros_like(ctx.broken)
+                ctx.white_broken[i] = ctx.broken[i]  # what the white-box members broke (transfer check)
             if before:
                 if member.kind == "square":
                     square_at(ctx, i, ctx.norm, member.queries, stream=_STREAM_SQUARE)

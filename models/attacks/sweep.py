@@ -55,6 +55,7 @@ class AttackResult:
     forwards: int = 0  # samples × forward-only passes (verdicts, score-based queries)
     members: list[dict[str, Any]] = field(default_factory=list)  # a suite's per-member, per-ε record
     diagnostics: dict[str, float] = field(default_factory=dict)  # indicator counts for the checks
+    white_correct: Tensor | None = None  # a suite's `correct` before its black-box member (else None)
 
     def accuracy(self) -> list[float]:
         """Robust accuracy at each radius."""
@@ -115,7 +116,7 @@ def _run_pgd(ctx: SweepContext, spec: PGDAttack) -> dict[str, int]:
                     confirmed[found] = ctx.misclassified(x_found[found], yb[found])
                     if (lost := int(found.sum() - confirmed.sum())) > 0:
                         log.debug("pgd ε=%g: %d iterates not confirmed by the fp32 forward", eps, lost)
-                    ctx.note(pgd_unconfirmed=found.sum() - confirmed.sum())
+                    ctx.note(pgd_unconfirmed=float(found.sum() - confirmed.sum()))
                 if ctx.use_amp and not confirmed.all():
                     # bf16 iterations may miss what fp32 finds: the rest runs again in fp32 from the
                     # same starts, so amp never reports a higher accuracy than fp32 would.
@@ -211,7 +212,8 @@ def run_attack(
     result = AttackResult(kind=AttackKind(spec.kind), norm=spec.norm, eps=eps, label=entry.label(spec),
                           correct=~ctx.broken, gradient_stats=stats, seconds=time.perf_counter() - started,
                           gradient_evaluations=counted.gradients, forwards=counted.forwards,
-                          members=ctx.members, diagnostics=ctx.diagnostics)
+                          members=ctx.members, diagnostics=ctx.diagnostics,
+                          white_correct=None if ctx.white_broken is None else ~ctx.white_broken)
     log.info("%s %s on %d samples: accuracy %s in %.2fs", result.label, spec.norm, x.shape[0],
              ", ".join(f"{e:g}:{a:.3f}" for e, a in zip(eps, result.accuracy(), strict=True)), result.seconds)
     return result

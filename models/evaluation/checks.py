@@ -263,7 +263,7 @@ def audit_checks(attacks: list[AttackSpec], accuracy: Accuracy, chance: float) -
             checks.append(check)
     checks.append(large_eps_reaches_chance(
         accuracy(PGDAttack(kind="pgd", norm="linf", eps=[LARGE_EPS], steps=20)), chance))
-    rows = []
+    rows: list[tuple[str, float, float, float]] = []
     for spec in (s for s in attacks if isinstance(s, PGDAttack)):
         for eps in spec.eps:
             base = spec.model_copy(update={"eps": [eps]})

@@ -182,7 +182,8 @@ def evaluate_model(
             by_eps[eps] = by_eps.get(eps, torch.zeros(n, dtype=torch.bool)) | ~result.correct[i]
             if spec.kind != "square":
                 wb = white.setdefault(spec.norm, {})
-                wb[eps] = wb.get(eps, ~clean_correct) | ~result.correct[i]
+                white_correct = result.correct if result.white_correct is None else result.white_correct
+                wb[eps] = wb.get(eps, ~clean_correct) | ~white_correct[i]
 
     if progress:
         progress("validity checks")
@@ -191,7 +192,7 @@ def evaluate_model(
         return float(run_attack(model, xa, ya, spec, seed=seed, batch_size=bs, eot=eot).correct[0].double().mean())
 
     def square_extra(norm: str, eps: float, left: Tensor) -> int:
-        spec = SquareAttack(kind="square", norm=norm, eps=[eps], queries=1000)  # type: ignore[arg-type]
+        spec = SquareAttack.model_validate({"kind": "square", "norm": norm, "eps": [eps], "queries": 1000})
         return int((~run_attack(model, xa[left], ya[left], spec, seed=seed, batch_size=bs).correct[0]).sum())
 
     checks = [training_healthy(clean_accuracy, chance, history, data.num_outputs), stable,

@@ -3,6 +3,8 @@ the suite's sweep rules, on a small MLP trained for a second on scikit-learn's d
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -134,7 +136,7 @@ def test_suite_records_members_and_keeps_the_sweep_rules(trained) -> None:
     for eps, correct in zip(spec.eps, result.correct, strict=True):
         members = by_eps[eps]
         assert members[0]["attacked"] <= survivors  # only what smaller radii left is attacked
-        for a, b in zip(members, members[1:], strict=False):
+        for a, b in itertools.pairwise(members):
             assert b["attacked"] == a["attacked"] - a["broken"]  # each member on its predecessors' survivors
         survivors = members[-1]["attacked"] - members[-1]["broken"]
         assert survivors == int(correct.sum())
