@@ -79,8 +79,8 @@ def test_malformed_spec_is_422_with_field_paths(api: ApiServer) -> None:
     assert [p["path"] for p in unknown_kind["problems"]] == ["kind"]
     no_checkpoint = _error(client.post("/v1/jobs", json={**_job(), "kind": "evaluate"}), 422)["problems"]
     assert no_checkpoint[0]["path"] == "checkpoint" and "needs `checkpoint`" in no_checkpoint[0]["message"]
-    foreign = _error(client.post("/v1/jobs", json={**_job(), "kind": "evaluate", "checkpoint": "nope"}), 422)
-    assert foreign["type"] == "unknown_checkpoint"
+    foreign = _error(client.post("/v1/jobs", json={**_job(), "kind": "evaluate", "checkpoint": "nope"}), 404)
+    assert foreign["type"] == "not_found" and foreign["problems"][0]["path"] == "checkpoint"
     not_json = client.post("/v1/jobs", content=b'{"kind": "compare", "spec": ',
                            headers={"Content-Type": "application/json"})
     assert "not valid JSON" in _error(not_json, 400)["message"]
