@@ -106,7 +106,7 @@ def test_cli_exit_codes_and_one_line_errors(server: str, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     job_id = result.output.strip()
     result = runner.invoke(app, ["status", job_id, "--server", server, "--api-key", KEY])
-    assert result.exit_code == 0 and f"{job_id}: queued" in result.output
+    assert result.exit_code == 0 and f"{job_id} queued" in result.output
 
     nobody = f"http://127.0.0.1:{free_port()}"
     for args, code, words in [

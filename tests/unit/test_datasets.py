@@ -62,8 +62,8 @@ def test_digits_shapes_seed_and_sizes() -> None:
     check_bundle(a, 50, 20, (1, 8, 8))
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
     assert not torch.equal(a.x_train, c.x_train)
-    with pytest.raises(ValueError, match="only 540"):
-        load_dataset(DigitsDataset(name="digits", test_size=600))
+    with pytest.raises(ValueError, match="use at most 540"):  # refused by the spec, before any loading
+        DigitsDataset(name="digits", test_size=600)
 
 
 # --- IDX (MNIST, Fashion-MNIST) --------------------------------------------------------------
@@ -292,8 +292,8 @@ def test_synthetic_generators(generator: str) -> None:
 def test_synthetic_errors() -> None:
     with pytest.raises(DatasetError, match="n_features"):
         load_dataset(SyntheticDataset(name="synthetic", generator="classification", n_classes=10))
-    with pytest.raises(DatasetError, match="raise n_samples"):
-        load_dataset(SyntheticDataset(name="synthetic", n_samples=100, train_size=80))
+    with pytest.raises(ValueError, match="raise n_samples"):  # refused by the spec, before any loading
+        SyntheticDataset(name="synthetic", n_samples=100, train_size=80)
 
 
 # --- function regression --------------------------------------------------------------------
