@@ -25,12 +25,12 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from core.gate import Verdict, judge
-from core.gate_policy import JOB_ID, GatePolicy, PolicyError, load_policy, same_eps
 from core.reports import Report
 from core.specs import ExperimentSpec, SpecError, load_spec
 from robustlab.gate_output import GateRun, headline, junit_xml, markdown, verdict_json
+from robustlab.gate_policy import JOB_ID, GatePolicy, PolicyError, load_policy, same_eps
 from robustlab.gate_server import GateError, check_model_file, checkpoint_metadata, evaluate_on_server, fetch_baseline
+from robustlab.gate_verdict import Verdict, judge
 
 
 def _one_line(problems: list[tuple[str, str]]) -> str:

@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.gate import Criterion, Verdict
 from core.reports import Report
+from robustlab.gate_verdict import Criterion, Verdict
 
 SUITE = "robustlab-gate"
 MARKS = {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error"}

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from core.gate import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, judge
-from core.gate_policy import GatePolicy, PolicyError, load_policy, parse_policy
 from core.reports import Report
 from robustlab.gate_output import GateRun, junit_xml, markdown, verdict_json
+from robustlab.gate_policy import GatePolicy, PolicyError, load_policy, parse_policy
+from robustlab.gate_verdict import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, judge
 
 ROBUST = {("fgsm", "linf", 0.1): 0.62, ("pgd", "linf", 0.1): 0.55, ("pgd", "linf", 0.2): 0.31}
 

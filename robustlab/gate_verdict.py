@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from core.gate_policy import GatePolicy, RobustRequirement, same_eps
 from core.reports import RegularizerSummary, Report
+from robustlab.gate_policy import GatePolicy, RobustRequirement, same_eps
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
