@@ -95,8 +95,9 @@ class ConfidencePenalty(_Regularizer):
 class InputHessian(_Regularizer):
     """λ · mean_b σ_max(∇ₓ² ℓ_b) (Mustafa et al. 2020), or CURE's finite difference.
 
-    `exact`: `power_iterations` Hessian-vector products find the top eigenvector v_b, and the
-    penalty is the Rayleigh quotient |v_bᵀ H_b v_b|, differentiated through.
+    `exact`: `power_iterations` Hessian-vector products in all, from the input gradient's direction
+    (and the direction the sample's previous visit found, during training); the penalty is the power
+    method's ‖H_b v_b‖ at the last one, differentiated through (≤ σ_max, ≥ |v_bᵀ H_b v_b|).
     `finite_difference` (CURE, Moosavi-Dezfooli et al. 2019): λ · mean_b ‖∇ℓ(x_b + h z_b) − ∇ℓ(x_b)‖₂,
     z_b = sign(∇ℓ_b)/‖sign(∇ℓ_b)‖. CURE's h = 3 on [0, 255] pixels is about 0.012 on [0, 1].
     """
@@ -104,7 +105,7 @@ class InputHessian(_Regularizer):
     kind: Literal["input_hessian"]
     weight: Weight = 0.1
     method: Literal["exact", "finite_difference"] = "exact"
-    power_iterations: int = Field(1, ge=1, le=100, description="exact: HVPs spent finding v_b")
+    power_iterations: int = Field(1, ge=1, le=100, description="exact: HVPs per step, the penalty's included")
     h: float = Field(0.01, gt=0.0, le=1.0, description="finite_difference: step length")
 
 

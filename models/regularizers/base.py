@@ -21,7 +21,7 @@ class Batch:
     x: Tensor  # B×… inputs in [0, 1]
     y: Tensor  # B labels (int64) or B×K regression targets
     dydx: Tensor | None = None  # B×D exact target gradients (regression sets that have them)
-    index: Tensor | None = None  # B positions of the samples in the training set (None: unknown)
+    index: Tensor | None = None  # B positions of the samples in the training set, a CPU tensor (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,4 @@ class Regularizer(ABC):
 
     def load_state_dict(self, state: dict[str, Tensor], device: torch.device) -> None:
         """Restore what `state_dict` returned (an empty dict: start afresh)."""
+        del state, device  # stateless by default

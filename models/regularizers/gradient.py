@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -59,15 +60,29 @@ def finite_difference_slope(
     is taken without a graph: only the two loss evaluations are differentiated, which is what
     makes this cheaper than double backpropagation.
     """
-    x = _leaf(x)
-    losses = per_sample_loss(model(x), y, task)
-    g = input_gradient(losses.sum(), x, create_graph=False).flatten(1)  # B×D
-    if direction == "l2":
-        v = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    else:
-        v = g.sign() / math.sqrt(g.shape[1])
-    shifted = per_sample_loss(model(x.detach() + h * v.view_as(x)), y, task)
-    return losses, (shifted - losses) / h
+    with full_precision(x):
+        x = _leaf(x)
+        losses = per_sample_loss(model(x), y, task)
+        g = input_gradient(losses.sum(), x, create_graph=False).flatten(1)  # B×D
+        if direction == "l2":
+            v = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        else:
+            v = g.sign() / math.sqrt(g.shape[1])
+        shifted = per_sample_loss(model(x.detach() + h * v.view_as(x)), y, task)
+        return losses, (shifted - losses) / h
+
+
+def full_precision(x: Tensor) -> contextlib.AbstractContextManager[object]:
+    """Autocast off for a finite difference on `x`'s device (a no-op when autocast is off).
+
+    A difference of two losses at step h is rounding noise in bf16: logits carry about 3
+    significant digits, so ℓ(x + hv) − ℓ(x) ≈ h‖g‖ (≈ 0.01) drowns in errors of ≈ 0.01-0.1. The
+    two forward passes of a finite-difference penalty therefore run in fp32 even in an autocast
+    region; the rest of the step keeps its precision.
+    """
+    if not torch.is_autocast_enabled(x.device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(x.device.type, enabled=False)
 
 
 class DoubleBackpropReg(Regularizer):

@@ -182,18 +182,21 @@ def fit(
     steps_run, started = 0, time.perf_counter()
     peak_rss = resident_bytes()
     for epoch in range(start_epoch + 1, last_epoch + 1):
-        order = _epoch_order(n, seed, epoch).to(x_train.device)  # one small copy per epoch
+        order = _epoch_order(n, seed, epoch)  # on the CPU: regularizers keep per-sample bookkeeping there
+        if x_train.device.type == "cuda":
+            order = order.pin_memory()  # so each step's slice goes to the GPU without a sync
         sums = torch.zeros(3, dtype=sum_dtype, device=device)  # loss, task loss, penalty (summed over steps)
         reported = torch.zeros(3, dtype=sum_dtype)  # the sums at the last sync (host)
         reported_step, last_sync = 0, time.perf_counter()
         epoch_start = last_sync
         for i in range(steps_per_epoch):
             idx = order[i * training.batch_size : (i + 1) * training.batch_size]
+            gather = idx.to(x_train.device, non_blocking=True)
             batch = Batch(
-                x=_to(x_train[idx], device),  # B×C×H×W (or B×D)
-                y=_to(y_train[idx], device),  # B (labels) or B×K (targets)
-                dydx=None if dydx_train is None else _to(dydx_train[idx], device),
-                index=idx,  # positions in the training set (per-sample regularizer state)
+                x=_to(x_train[gather], device),  # B×C×H×W (or B×D)
+                y=_to(y_train[gather], device),  # B (labels) or B×K (targets)
+                dydx=None if dydx_train is None else _to(dydx_train[gather], device),
+                index=idx,  # positions in the training set, on the CPU (per-sample regularizer state)
             )
             lr = training.lr * lr_factor(training, step, total_steps)
             set_lr(optimizer, lr)

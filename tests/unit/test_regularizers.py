@@ -31,7 +31,11 @@ from core.specs.regularizers import (
 from models.attacks.perturb import fgsm_linf, pgd_linf
 from models.regularizers import REGULARIZERS, Batch, build_regularizer, per_sample_loss
 from models.regularizers.augment import maxup_copies
-from models.regularizers.hessian import hessian_rayleigh_quotient, input_hessian_top_eigenvalue
+from models.regularizers.hessian import (
+    hessian_norm_estimate,
+    hessian_rayleigh_quotient,
+    input_hessian_top_eigenvalue,
+)
 from tests.unit.regularizer_fixtures import B, C, D, TinyNet, data, weights
 
 CLS = Task.CLASSIFICATION
@@ -182,19 +186,46 @@ def test_sobolev_regression_matches_exact_target_gradients() -> None:
 # ---- Hessian ---------------------------------------------------------------------------------
 
 
-def test_input_hessian_quotient_equals_brute_force_power_iteration(net) -> None:
-    """Same random start, same number of iterations, explicit Hessian matrices: same quotient."""
-    x, y = data()
-    iterations = 3
-    hessians = brute_hessians(net, x, y)  # B×D×D
-    v = torch.randn(x.shape, generator=gen(5), dtype=x.dtype)
-    v = v / v.norm(dim=1, keepdim=True)
-    for _ in range(iterations):
+def _brute_power_norm(
+    hessians: torch.Tensor, start: torch.Tensor, iterations: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """‖H_b v_b‖ after `iterations` products from `start` (the last one included), and H_b v_b."""
+    v = start / start.norm(dim=1, keepdim=True)
+    for _ in range(iterations - 1):
         v = torch.einsum("bij,bj->bi", hessians, v)
         v = v / v.norm(dim=1, keepdim=True)
-    expected = torch.einsum("bi,bij,bj->b", v, hessians, v).abs().mean()
+    hv = torch.einsum("bij,bj->bi", hessians, v)
+    return hv.norm(dim=1), hv
+
+
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_input_hessian_penalty_equals_brute_force_power_iteration(net, iterations) -> None:
+    """Start at the input gradient, same number of products, explicit Hessian matrices: same ‖Hv‖."""
+    x, y = data()
+    hessians = brute_hessians(net, x, y)  # B×D×D
+    expected, _ = _brute_power_norm(hessians, brute_loss_grads(net, x, y), iterations)
     spec = InputHessian(name="h", kind="input_hessian", weight=1.0, power_iterations=iterations)
-    torch.testing.assert_close(penalty(spec, net, x, y, seed=5), expected, rtol=1e-9, atol=0)
+    torch.testing.assert_close(penalty(spec, net, x, y), expected.mean(), rtol=1e-9, atol=0)
+
+
+def test_input_hessian_carries_each_samples_direction_to_its_next_visit(net) -> None:
+    """With sample indices, a second visit starts from ĉ·sign(ĉ·ĝ) + ĝ, ĉ = the first visit's H v."""
+    x, y = data()
+    hessians, grads = brute_hessians(net, x, y), brute_loss_grads(net, x, y)
+    reg = build_regularizer(InputHessian(name="h", kind="input_hessian", weight=1.0), CLS)
+    index = torch.tensor([5, 0, 9, 2])
+    first = reg.objective(net, Batch(x, y, index=index), gen()).penalty
+    first_expected, carried = _brute_power_norm(hessians, grads, 1)
+    torch.testing.assert_close(first, first_expected.mean(), rtol=1e-9, atol=0)
+
+    order = torch.tensor([2, 0, 3, 1])  # the same samples in another order, as the next epoch would bring them
+    second = reg.objective(net, Batch(x[order], y[order], index=index[order]), gen()).penalty
+    c = carried[order] / carried[order].norm(dim=1, keepdim=True)
+    g = grads[order] / grads[order].norm(dim=1, keepdim=True)
+    start = torch.where((c * g).sum(dim=1, keepdim=True) < 0, -c, c) + g
+    second_expected, _ = _brute_power_norm(hessians[order], start, 1)
+    torch.testing.assert_close(second, second_expected.mean(), rtol=1e-9, atol=0)
+    assert not torch.allclose(second_expected, first_expected[order])  # the carried direction mattered
 
 
 def test_power_iteration_finds_top_eigenvalue_within_one_percent(net) -> None:
@@ -332,6 +363,19 @@ def test_hessian_quotient_passes_gradcheck_for_a_fixed_direction() -> None:
         xl = x.clone().requires_grad_(True)
         losses = per_sample_loss(TinyNet(*w)(xl), y, CLS)
         (g,) = torch.autograd.grad(losses.sum(), xl, create_graph=True)
-        return hessian_rayleigh_quotient(g, xl, 0, gen(3), create_graph=True).abs().mean()
+        return hessian_rayleigh_quotient(g, xl, 0, gen(3), create_graph=True)[0].abs().mean()
 
     assert torch.autograd.gradcheck(quotient, weights(), eps=1e-6, atol=1e-5)
+
+
+def test_hessian_norm_estimate_passes_gradcheck_for_a_fixed_start() -> None:
+    x, y = data()
+    start = torch.randn(x.shape, generator=gen(4), dtype=x.dtype)
+
+    def estimate(*w: torch.Tensor) -> torch.Tensor:
+        xl = x.clone().requires_grad_(True)
+        losses = per_sample_loss(TinyNet(*w)(xl), y, CLS)
+        (g,) = torch.autograd.grad(losses.sum(), xl, create_graph=True)
+        return hessian_norm_estimate(g, xl, 1, start, create_graph=True)[0].mean()
+
+    assert torch.autograd.gradcheck(estimate, weights(), eps=1e-6, atol=1e-5)
