@@ -218,7 +218,7 @@ def wait_for_redis(connection: redis.Redis, worker: RobustlabWorker) -> None:
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
     try:
-        worker.register_death()
+        worker.register_death()  # type: ignore[no-untyped-call]
     except redis.RedisError as exc:
         log.warning("worker %s: could not clear its registration (%s)", worker.name, exc)
     log.info("worker %s: Redis is back; taking jobs again", worker.name)
