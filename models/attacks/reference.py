@@ -31,10 +31,14 @@ def _fork_rng(device: torch.device) -> Any:
     return torch.random.fork_rng(devices=devices)
 
 
-def attack_at(ctx: SweepContext, i: int, attack: Callable[[Tensor, Tensor], Tensor], norm: str, name: str) -> None:
-    """Run a torchattacks attack at radius i on the samples still unbroken there."""
+def attack_at(ctx: SweepContext, i: int, attack: Callable[[Tensor, Tensor], Tensor], norm: str, name: str,
+              only: Tensor | None = None) -> None:
+    """Run a torchattacks attack at radius i on the samples still unbroken there (and in `only`, N bool)."""
     eps = ctx.eps[i]
-    for index in ctx.chunks(ctx.advance(i)):
+    todo = ctx.advance(i)
+    if only is not None:
+        todo = todo[only[todo]]
+    for index in ctx.chunks(todo):
         xb, yb = ctx.batch(index)
         with _fork_rng(ctx.device):
             x_adv = attack(xb, yb).detach().to(xb.device, dtype=xb.dtype)
@@ -53,13 +57,13 @@ def sweep_with(ctx: SweepContext, factory: Factory, norm: str, name: str) -> Non
             attack_at(ctx, i, factory(ctx.model, eps), norm, name)
 
 
-def square_at(ctx: SweepContext, i: int, norm: str, queries: int, stream: int = 0) -> None:
+def square_at(ctx: SweepContext, i: int, norm: str, queries: int, stream: int = 0, only: Tensor | None = None) -> None:
     """torchattacks.Square at radius i on the unbroken samples (seeded with ctx.seed and `stream`)."""
     import torchattacks
 
     attack = torchattacks.Square(ctx.model, norm=TORCHATTACKS_NORM[norm], eps=ctx.eps[i], n_queries=queries,
                                  seed=restart_seed(ctx.seed, i, stream))
-    attack_at(ctx, i, attack, norm, "square")
+    attack_at(ctx, i, attack, norm, "square", only)
 
 
 # The original's settings (Croce & Hein 2020, fra31/auto-attack, version "standard"): torchattacks'

@@ -44,14 +44,17 @@ class Member:
     focus: int = 0
 
 
+NEAR_BOUNDARY = 0.2  # targeted DLR loss above −0.2 after the focus: worth fresh starts
+NEAR_RESTARTS = 4
+NEAR_SQUARE = 0.05  # survivors with a targeted DLR loss above −0.05 get Square's full budget
 ESCALATE_SHARE = 0.01  # Square breaking more than this share of the white-box survivors escalates it
 ESCALATED_QUERIES = 5000  # AutoAttack's Square budget
 
 # The standard suite: APGD-CE, then focused APGD-T (9 targets screened, the best 2 pursued), then Square.
 STANDARD = (
     Member("apgd-ce", "apgd", loss="ce", steps=30),
-    Member("apgd-t", "apgd", loss="dlr", steps=100, targets=9, screen_steps=15, focus=2),
-    Member("square", "square", queries=300),
+    Member("apgd-t", "apgd", loss="dlr", steps=100, targets=9, screen_steps=15, focus=1),
+    Member("square", "square", queries=100),
 )
 
 
@@ -127,6 +130,7 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
             ctx.mark(i, index[rows.cpu()], confirmed.cpu())
             alive[rows[confirmed]] = False
             best_loss[rows, j], best_x[j, rows] = out.loss_best, out.x_best
+        closest = best_loss.max(dim=1).values
         for k in range(min(focus, len(ranks))):
             rows = alive.nonzero().flatten()
             if not rows.numel():
@@ -143,6 +147,25 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
             confirmed = _confirm(ctx, yb[rows], out, "dlr")
             ctx.mark(i, index[rows.cpu()], confirmed.cpu())
             alive[rows[confirmed]] = False
+            closest[rows] = torch.maximum(closest[rows], torch.nan_to_num(out.loss_best, nan=float("-inf")))
+            if k == 0:
+                # near the boundary (targeted DLR within NEAR_BOUNDARY of 0): the outcome is decided by
+                # the start, so these few get `near_restarts` fresh random starts on that target
+                close = (~confirmed) & (out.loss_best > -NEAR_BOUNDARY)
+                for restart in range(NEAR_RESTARTS):
+                    rows_close = rows[close]
+                    if not rows_close.numel():
+                        break
+                    fresh = ctx.starts(index[rows_close.cpu()], xb[rows_close], norm, i, stream + 1 + restart,
+                                       apgd_start_noise)
+                    again = apgd_run(ctx.model, xb[rows_close], yb[rows_close], fresh, eps=eps, norm=norm,
+                                     steps=steps, loss="dlr", target=target[close], eot=ctx.eot)
+                    hit = _confirm(ctx, yb[rows_close], again, "dlr")
+                    ctx.mark(i, index[rows_close.cpu()], hit.cpu())
+                    alive[rows_close[hit]] = False
+                    close[close.clone()] = ~hit
+        if ctx.closeness is not None:
+            ctx.closeness[index] = closest.cpu()
 
 
 def run_apgd(ctx: SweepContext, spec: APGDAttack) -> dict[str, int]:
@@ -170,6 +193,7 @@ def run_suite(ctx: SweepContext, spec: SuiteSpec) -> dict[str, int]:
     counter = ctx.model if isinstance(ctx.model, CountingModel) else None
     members = members_for(ctx.num_classes)
     for i, eps in enumerate(ctx.eps):
+        ctx.closeness = torch.full((ctx.x.shape[0],), float("-inf"))
         for member in members:
             before = int(ctx.advance(i).numel())
             grads, forwards = counter.counts() if counter else (0, 0)
@@ -193,14 +217,20 @@ def run_suite(ctx: SweepContext, spec: SuiteSpec) -> dict[str, int]:
             ctx.members.append({"member": member.name, "eps": eps, "attacked": before, "broken": before - after,
                                 "gradient_evaluations": g2 - grads, "forwards": f2 - forwards,
                                 "seconds": time.perf_counter() - started})
-            if member.kind == "square" and before - after > ESCALATE_SHARE * before and after:
+            if member.kind == "square" and after:
                 # the gradient-free control beat the white-box members: their gradients mislead
-                # (masking), so the black-box search gets AutoAttack's full budget on the rest
+                # (masking), so the black-box search gets AutoAttack's full budget on the rest;
+                # otherwise only the survivors the targeted DLR brought near the boundary get it
+                escalate = before - after > ESCALATE_SHARE * before
+                only = None if escalate else ctx.closeness > -NEAR_SQUARE
+                if only is not None and not only[ctx.advance(i)].any():
+                    continue
                 started, grads, forwards = time.perf_counter(), g2, f2
-                square_at(ctx, i, ctx.norm, ESCALATED_QUERIES, stream=_STREAM_SQUARE + 1)
+                square_at(ctx, i, ctx.norm, ESCALATED_QUERIES, stream=_STREAM_SQUARE + 1, only=only)
                 left = int(ctx.advance(i).numel())
                 g3, f3 = counter.counts() if counter else (0, 0)
-                ctx.members.append({"member": f"square-{ESCALATED_QUERIES}", "eps": eps, "attacked": after,
-                                    "broken": after - left, "gradient_evaluations": g3 - grads,
+                name = f"square-{ESCALATED_QUERIES}" + ("" if escalate else "-near")
+                ctx.members.append({"member": name,
+                                    "eps": eps, "attacked": after, "broken": after - left, "gradient_evaluations": g3 - grads,
                                     "forwards": f3 - forwards, "seconds": time.perf_counter() - started})
     return stats
