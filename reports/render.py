@@ -228,10 +228,31 @@ def render_markdown(report: Report) -> str:
         [[r.regularizer, str(r.seed), pct(r.clean_accuracy),
           *["—" if (a := worst_accuracy(r, n, e)) is None else pct(a) for n, e in columns],
           "—" if r.cost.train_seconds is None else f"{r.cost.train_seconds:.1f}",
-          "✓" if r.trustworthy else "⚠", ", ".join(f"{c.name} ({c.status})" for c in flagged_checks(r)) or "—"]
+          "✗ training failed" if r.training_failed else "✓" if r.trustworthy else "⚠",
+          ", ".join(f"{c.name} ({c.status})" for c in flagged_checks(r)) or "—"]
          for r in report.runs],
     )
-    return "\n".join(out)
+    return "\n".join(out + _cost_sections(report))
+
+
+def _cost_sections(report: Report) -> list[str]:
+    """What each attack spent, and what each suite member broke, per run (when the report has them)."""
+    out: list[str] = []
+    costs = [[r.regularizer, str(r.seed), c.label, c.norm, f"{c.gradient_evaluations:,}", f"{c.forwards:,}",
+              f"{c.seconds:.1f}"] for r in report.runs for c in r.attack_costs]
+    if costs:
+        out += ["## Attack cost", "", "Samples × passes through the model: gradient evaluations (forward + "
+                "backward) and forward-only passes.", ""]
+        out += _table(["Regularizer", "Seed", "Attack", "Norm", "Gradient evaluations", "Forwards", "Seconds"],
+                      costs)
+    members = [[r.regularizer, str(r.seed), m.member, fmt_eps(m.norm, m.eps), str(m.attacked), str(m.broken),
+                f"{m.gradient_evaluations:,}", f"{m.forwards:,}"] for r in report.runs for m in r.suite_members]
+    if members:
+        out += ["## Suite members", "", "Each member runs on the samples the earlier ones left unbroken at that "
+                "radius: how many it was given, how many it broke, what it spent.", ""]
+        out += _table(["Regularizer", "Seed", "Member", "Radius", "Attacked", "Broke", "Gradient evaluations",
+                       "Forwards"], members)
+    return out
 
 
 # --- CSV ------------------------------------------------------------------------------------------

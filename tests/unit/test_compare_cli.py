@@ -18,7 +18,7 @@ SPEC = {
     "training": {"epochs": 3, "batch_size": 50, "lr": 0.003},
     "regularizers": [{"name": "erm", "kind": "none"}, {"name": "db", "kind": "double_backprop", "weight": 0.5}],
     "seeds": [0, 1],
-    "evaluation": {"attacks": [{"kind": "fgsm", "eps": [0.05, 0.1]}, {"kind": "pgd", "eps": [0.05, 0.1], "steps": 5}]},
+    "evaluation": {"attacks": [{"kind": "fgsm", "eps": [0.05, 0.1]}, {"kind": "suite", "eps": [0.05, 0.1]}]},
 }
 
 
