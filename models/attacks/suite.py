@@ -230,7 +230,7 @@ def run_suite(ctx: SweepContext, spec: SuiteSpec) -> dict[str, int]:
                 left = int(ctx.advance(i).numel())
                 g3, f3 = counter.counts() if counter else (0, 0)
                 name = f"square-{ESCALATED_QUERIES}" + ("" if escalate else "-near")
-                ctx.members.append({"member": name,
-                                    "eps": eps, "attacked": after, "broken": after - left, "gradient_evaluations": g3 - grads,
-                                    "forwards": f3 - forwards, "seconds": time.perf_counter() - started})
+                ctx.members.append({"member": name, "eps": eps, "attacked": after, "broken": after - left,
+                                    "gradient_evaluations": g3 - grads, "forwards": f3 - forwards,
+                                    "seconds": time.perf_counter() - started})
     return stats
