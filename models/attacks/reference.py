@@ -31,6 +31,23 @@ def _fork_rng(device: torch.device) -> Any:
     return torch.random.fork_rng(devices=devices)
 
 
+class ImageView(nn.Module):
+    """The model seen through N×1×1×D inputs (torchattacks' shape) when its own inputs are N×…."""
+
+    def __init__(self, inner: nn.Module, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.inner, self.shape = inner, shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.inner(x.reshape(len(x), *self.shape))
+        return out
+
+
+def torchattacks_model(ctx: SweepContext) -> nn.Module:
+    """ctx.model, or its ImageView when the inputs are not N×C×H×W."""
+    return ctx.model if ctx.x.dim() == 4 else ImageView(ctx.model, tuple(ctx.x.shape[1:]))
+
+
 def attack_at(ctx: SweepContext, i: int, attack: Callable[[Tensor, Tensor], Tensor], norm: str, name: str,
               only: Tensor | None = None) -> None:
     """Run a torchattacks attack at radius i on the samples still unbroken there (and in `only`, N bool)."""
@@ -41,7 +58,11 @@ def attack_at(ctx: SweepContext, i: int, attack: Callable[[Tensor, Tensor], Tens
     for index in ctx.chunks(todo):
         xb, yb = ctx.batch(index)
         with _fork_rng(ctx.device):
-            x_adv = attack(xb, yb).detach().to(xb.device, dtype=xb.dtype)
+            if xb.dim() == 4:
+                x_adv = attack(xb, yb).detach().to(xb.device, dtype=xb.dtype)
+            else:  # torchattacks wants N×C×H×W: vectors (and other shapes) go in as N×1×1×D
+                x_adv = attack(xb.reshape(len(xb), 1, 1, -1), yb).detach().to(xb.device, dtype=xb.dtype)
+                x_adv = x_adv.reshape(xb.shape)
         valid = admissible(xb, x_adv, eps, norm)
         if not valid.all():
             log.warning("%s returned %d inadmissible inputs at ε=%g: counted as not broken",
@@ -54,14 +75,15 @@ def sweep_with(ctx: SweepContext, factory: Factory, norm: str, name: str) -> Non
     """Run `factory(model, eps)` once per radius on the samples still unbroken there."""
     for i, eps in enumerate(ctx.eps):
         if ctx.advance(i).numel():
-            attack_at(ctx, i, factory(ctx.model, eps), norm, name)
+            attack_at(ctx, i, factory(torchattacks_model(ctx), eps), norm, name)
 
 
 def square_at(ctx: SweepContext, i: int, norm: str, queries: int, stream: int = 0, only: Tensor | None = None) -> None:
     """torchattacks.Square at radius i on the unbroken samples (seeded with ctx.seed and `stream`)."""
     import torchattacks
 
-    attack = torchattacks.Square(ctx.model, norm=TORCHATTACKS_NORM[norm], eps=ctx.eps[i], n_queries=queries,
+    attack = torchattacks.Square(torchattacks_model(ctx), norm=TORCHATTACKS_NORM[norm], eps=ctx.eps[i],
+                                 n_queries=queries,
                                  seed=restart_seed(ctx.seed, i, stream))
     attack_at(ctx, i, attack, norm, "square", only)
 

@@ -187,3 +187,24 @@ def test_suite_spec_entry_and_defaults() -> None:
     PGDAttack(kind="pgd", eps=[0.1, 0.2], steps=20, step_size=0.01)  # 20 × 0.01 = 0.2 reaches ε = 0.2
     with pytest.raises(ValidationError, match="targeted"):
         APGDAttack(kind="apgd", eps=[0.1], targets=3)
+
+
+def test_suite_runs_on_vector_inputs() -> None:
+    """Synthetic data is N×D: Square (torchattacks wants N×C×H×W) sees it through a reshaping view."""
+    from core.specs import SyntheticDataset
+
+    data = load_dataset(SyntheticDataset(name="synthetic", n_features=4, n_classes=5))
+    torch.manual_seed(0)
+    model = build_model("mlp", {"hidden": [32]}, (4,), 5)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        optimizer.zero_grad()
+        F.cross_entropy(model(data.x_train), data.y_train).backward()
+        optimizer.step()
+    model.eval()
+    x, y = data.x_test[:100], data.y_test[:100]
+    result = run_attack(model, x, y, SuiteSpec(kind="suite", eps=[0.05, 0.1]), seed=0, batch_size=64)
+    with torch.no_grad():
+        clean = float((model(x).argmax(1) == y).double().mean())
+    assert result.accuracy()[1] <= result.accuracy()[0] <= clean
+    assert any(m["member"] == "square" for m in result.members)
