@@ -107,6 +107,11 @@ class Reaper:
         self.journal.event(job_id, "released", execution=token[:8], reason=reason.type, status=new.value)
         if stop:
             self._stop_execution(job_id, token)
+        if new.finished and self.artifacts is not None:  # a poison job (or cancelled): nothing will resume
+            try:
+                self.artifacts.delete_prefix(f"jobs/{job_id}/resume")
+            except OSError as exc:
+                log.warning("job %s: could not delete its resume state: %s", job_id, exc)
         return new
 
     def _stop_execution(self, job_id: str, token: str) -> None:
