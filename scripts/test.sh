@@ -12,6 +12,5 @@ if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
         echo "note: chromium/chromedriver missing; install them (apt-get install chromium chromium-driver) or the browser tests skip" >&2
     fi
 fi
-python3 -m venv .venv
-.venv/bin/pip install -q -c constraints/cpu.txt -e '.[dev]' ./packaging/torchvision-cpu-compat
+bash scripts/setup.sh dev  # the venv: robustlab with its test tools (see scripts/setup.sh)
 exec .venv/bin/python -m pytest "$@"
