@@ -80,14 +80,16 @@ def bare_loop(spec, data: DatasetBundle, device: torch.device, amp: bool) -> flo
     return n * spec.training.epochs / (time.perf_counter() - start)
 
 
-def compare_loop(spec, data: DatasetBundle, device: torch.device) -> float:
-    """Images/s of ERM inside `compare`'s training (`train_experiment`), progress callback on."""
+def compare_loop(spec, data: DatasetBundle, device: torch.device) -> tuple[float, float]:
+    """Images/s of ERM inside `compare`'s training (`train_experiment`), progress callback on:
+    in all, and without the time spent writing the per-epoch resume state."""
     events: list[ProgressEvent] = []
     with tempfile.TemporaryDirectory() as out:
         (run,) = train_experiment(spec, Path(out), device=str(device), data=data,
                                   progress=lambda name, seed: events.append)
     assert run.fit is not None and events
-    return data.x_train.shape[0] * spec.training.epochs / run.fit.seconds
+    images = data.x_train.shape[0] * spec.training.epochs
+    return images / run.fit.seconds, images / (run.fit.seconds - run.fit.state_seconds)
 
 
 def measure(model: str, samples: int, epochs: int, batch: int, device: torch.device, amp: bool,
@@ -96,14 +98,19 @@ def measure(model: str, samples: int, epochs: int, batch: int, device: torch.dev
     spec = spec_for(model, epochs, batch, amp, device.type)
     warm = spec_for(model, 1, batch, amp, device.type)
     bare_loop(warm, data, device, amp)  # kernels, allocator, autotuning
-    bare, inside = [], []
+    bare, inside, steps_only = [], [], []
     for _ in range(rounds):
         bare.append(bare_loop(spec, data, device, amp))
-        inside.append(compare_loop(spec, data, device))
+        in_all, without_state = compare_loop(spec, data, device)
+        inside.append(in_all)
+        steps_only.append(without_state)
     ratio = max(inside) / max(bare)
     return {"model": model, "device": str(device), "amp": amp, "samples": samples, "epochs": epochs,
             "batch": batch, "bare_images_per_s": max(bare), "compare_images_per_s": max(inside),
-            "ratio": ratio, "target": TARGET, "met": ratio >= TARGET, "rounds": {"bare": bare, "compare": inside}}
+            "compare_without_state_writes_images_per_s": max(steps_only),
+            "ratio": ratio, "ratio_without_state_writes": max(steps_only) / max(bare),
+            "target": TARGET, "met": ratio >= TARGET,
+            "rounds": {"bare": bare, "compare": inside, "compare_without_state_writes": steps_only}}
 
 
 def main() -> None:
@@ -122,7 +129,8 @@ def main() -> None:
     r = measure(args.model, args.samples, args.epochs, args.batch, torch.device(args.device), args.amp, args.rounds)
     print(f"{r['model']} on {r['device']} (amp {r['amp']}), {r['samples']} images × {r['epochs']} epochs, "
           f"batch {r['batch']}: bare {r['bare_images_per_s']:,.0f}/s, compare {r['compare_images_per_s']:,.0f}/s "
-          f"= {r['ratio']:.0%} of bare (target ≥ {TARGET:.0%}: {'met' if r['met'] else 'MISSED'})")
+          f"= {r['ratio']:.0%} of bare (target ≥ {TARGET:.0%}: {'met' if r['met'] else 'MISSED'}); "
+          f"without the per-epoch state writes {r['ratio_without_state_writes']:.0%}")
     if args.json:
         args.json.write_text(json.dumps(r, indent=2))
 

@@ -60,6 +60,7 @@ class FitResult:
     resumed_from_epoch: int = 0  # finished epochs loaded from a checkpoint (0: fresh start)
     seconds: float = 0.0  # wall time of the epochs run in this call
     step_seconds: float = 0.0  # mean wall time of one optimizer step in this call
+    state_seconds: float = 0.0  # of `seconds`, the time spent writing the per-epoch resume state
     peak_memory_bytes: int | None = None  # CUDA: max_memory_allocated; CPU: peak RSS sampled each step
     memory_measure: str | None = None  # "cuda_max_allocated" | "cpu_peak_rss"
 
@@ -231,9 +232,11 @@ def fit(
                 f"training diverged in epoch {epoch} (loss {mean[0]}): lower lr or the penalty weight"
             )
         if state_path is not None:
+            saving = time.perf_counter()
             save_state(state_path, model=model, optimizer=optimizer, generator=generator, epoch=epoch,
                        step=step, history=result.history, spec_hash=spec_hash,
                        regularizer=regularizer.state_dict())
+            result.state_seconds += time.perf_counter() - saving
         log.info("epoch %d/%d loss %.4f penalty %.4g (%.1fs)", epoch, training.epochs, mean[0], mean[2], seconds)
 
     result.seconds = time.perf_counter() - started
