@@ -89,7 +89,6 @@ class SweepContext:
     diagnostics: dict[str, float] = field(default_factory=dict)  # summed indicator counts (see `note`)
     members: list[dict[str, object]] = field(default_factory=list)  # a suite's per-member record
     white_broken: Tensor | None = None  # E×N: broken before a suite's black-box member ran
-    closeness: Tensor | None = None  # N on the CPU: best targeted DLR loss at the current radius (−inf: none)
 
     def note(self, **counts: float) -> None:
         """Add to the indicator counts the checks read (unconfirmed iterates, late loss gains ...)."""

@@ -46,7 +46,6 @@ class Member:
 
 NEAR_BOUNDARY = 0.2  # targeted DLR loss above −0.2 after the focus: worth fresh starts
 NEAR_RESTARTS = 4
-NEAR_SQUARE = 0.05  # survivors with a targeted DLR loss above −0.05 get Square's full budget
 ESCALATE_SHARE = 0.01  # Square breaking more than this share of the white-box survivors escalates it
 ESCALATED_QUERIES = 5000  # AutoAttack's Square budget
 
@@ -130,7 +129,6 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
             ctx.mark(i, index[rows.cpu()], confirmed.cpu())
             alive[rows[confirmed]] = False
             best_loss[rows, j], best_x[j, rows] = out.loss_best, out.x_best
-        closest = best_loss.max(dim=1).values
         for k in range(min(focus, len(ranks))):
             rows = alive.nonzero().flatten()
             if not rows.numel():
@@ -147,7 +145,6 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
             confirmed = _confirm(ctx, yb[rows], out, "dlr")
             ctx.mark(i, index[rows.cpu()], confirmed.cpu())
             alive[rows[confirmed]] = False
-            closest[rows] = torch.maximum(closest[rows], torch.nan_to_num(out.loss_best, nan=float("-inf")))
             if k == 0:
                 # near the boundary (targeted DLR within NEAR_BOUNDARY of 0): the outcome is decided by
                 # the start, so these few get `near_restarts` fresh random starts on that target
@@ -164,8 +161,6 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
                     ctx.mark(i, index[rows_close.cpu()], hit.cpu())
                     alive[rows_close[hit]] = False
                     close[close.clone()] = ~hit
-        if ctx.closeness is not None:
-            ctx.closeness[index] = closest.cpu()
 
 
 def run_apgd(ctx: SweepContext, spec: APGDAttack) -> dict[str, int]:
@@ -193,7 +188,6 @@ def run_suite(ctx: SweepContext, spec: SuiteSpec) -> dict[str, int]:
     counter = ctx.model if isinstance(ctx.model, CountingModel) else None
     members = members_for(ctx.num_classes)
     for i, eps in enumerate(ctx.eps):
-        ctx.closeness = torch.full((ctx.x.shape[0],), float("-inf"))
         for member in members:
             before = int(ctx.advance(i).numel())
             grads, forwards = counter.counts() if counter else (0, 0)
@@ -217,20 +211,15 @@ def run_suite(ctx: SweepContext, spec: SuiteSpec) -> dict[str, int]:
             ctx.members.append({"member": member.name, "eps": eps, "attacked": before, "broken": before - after,
                                 "gradient_evaluations": g2 - grads, "forwards": f2 - forwards,
                                 "seconds": time.perf_counter() - started})
-            if member.kind == "square" and after:
+            if member.kind == "square" and after and before - after > ESCALATE_SHARE * before:
                 # the gradient-free control beat the white-box members: their gradients mislead
-                # (masking), so the black-box search gets AutoAttack's full budget on the rest;
-                # otherwise only the survivors the targeted DLR brought near the boundary get it
-                escalate = before - after > ESCALATE_SHARE * before
-                only = None if escalate else ctx.closeness > -NEAR_SQUARE
-                if only is not None and not only[ctx.advance(i)].any():
-                    continue
+                # (masking), so the black-box search gets AutoAttack's full budget on the rest
                 started, grads, forwards = time.perf_counter(), g2, f2
-                square_at(ctx, i, ctx.norm, ESCALATED_QUERIES, stream=_STREAM_SQUARE + 1, only=only)
+                square_at(ctx, i, ctx.norm, ESCALATED_QUERIES, stream=_STREAM_SQUARE + 1)
                 left = int(ctx.advance(i).numel())
                 g3, f3 = counter.counts() if counter else (0, 0)
-                name = f"square-{ESCALATED_QUERIES}" + ("" if escalate else "-near")
-                ctx.members.append({"member": name, "eps": eps, "attacked": after, "broken": after - left,
+                ctx.members.append({"member": f"square-{ESCALATED_QUERIES}", "eps": eps, "attacked": after,
+                                    "broken": after - left,
                                     "gradient_evaluations": g3 - grads, "forwards": f3 - forwards,
                                     "seconds": time.perf_counter() - started})
     return stats
