@@ -11,7 +11,11 @@ Phases (bounded in time and count):
 2. load: `--pollers` concurrent clients each GET /v1/jobs/{id} with If-None-Match every
    `--poll-interval` seconds (jittered), while `--submitters` clients POST tiny jobs and cancel them
    (so the worker is not swamped); p50/p99 per endpoint, throughput, errors.
-Targets (DESIGN §7, 2 cores): 0 errors, status p99 < 25 ms with 200 pollers, enqueue-to-start < 250 ms.
+3. the same load again `--while training` (a compare job trains on the worker meanwhile, on the
+   same cores) and `--while validating` (another process keeps ten 245 KB spec_text validations in
+   flight, the flood that once stalled the API for seconds), e.g. `--while idle,training,validating`.
+Targets (DESIGN §7, 2 cores): 0 errors, status p99 < 25 ms with 200 pollers, enqueue-to-start < 250 ms;
+status p99 < 100 ms while the validations run.
 The client runs on the same cores as the server: its own overhead is part of every latency here.
 """
 
@@ -221,6 +225,66 @@ async def load(http: httpx.AsyncClient, pollers: int, submitters: int, duration:
             "errors": len(recorder.errors), "first_errors": recorder.errors[:5], "endpoints": endpoints}
 
 
+TRAINING_SPEC: dict[str, Any] = {
+    **TINY_SPEC, "name": "bench-training",
+    "dataset": {"name": "digits", "train_size": 1200, "test_size": 100, "seed": 0},
+    "model": {"architecture": "mlp", "params": {"hidden": [256, 256]}},
+    "training": {"epochs": 500, "batch_size": 8},
+}
+
+FLOOD = """
+import sys, threading, httpx
+url, key, clients = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lines = ["name: flood", "dataset: {name: digits}", "model:", "  architecture: mlp", "  params:", "    hidden: [16]"]
+i = 0
+while sum(len(l) + 1 for l in lines) < 245_000:
+    lines.append(f"    extra_{i}: {{a: [1, 2, 3], b: 'text {i}'}}"); i += 1
+text = "\\n".join(lines + ["regularizers: [{name: erm, kind: none}]"])
+counts = {"ok": 0, "error": 0}
+def flood():
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300) as c:
+        while True:
+            try:
+                ok = c.post("/v1/specs/validate", json={"spec_text": text}).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            counts["ok" if ok else "error"] += 1
+            print(counts["ok"], counts["error"], flush=True)
+for _ in range(clients):
+    threading.Thread(target=flood, daemon=True).start()
+threading.Event().wait()
+"""
+
+
+async def with_background(http: httpx.AsyncClient, url: str, key: str, kind: str, run: Any) -> dict[str, Any]:
+    """Run the load (`run`) while a job trains or while validations flood the API; returns its result."""
+    if kind == "idle":
+        return dict(await run())
+    if kind == "training":
+        job_id = (await http.post("/v1/jobs", json={"kind": "compare", "spec": TRAINING_SPEC})).json()["id"]
+        deadline = time.perf_counter() + 120
+        while (await http.get(f"/v1/jobs/{job_id}")).json()["progress"]["stage"] != "training":
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"the training job {job_id} did not start training within 120 s")
+            await asyncio.sleep(0.2)
+        try:
+            result = dict(await run())
+        finally:
+            await http.post(f"/v1/jobs/{job_id}/cancel")
+        result["background"] = f"job {job_id} training"
+        return result
+    flood = subprocess.Popen([sys.executable, "-c", FLOOD, url, key, "10"], stdout=subprocess.PIPE, text=True)
+    try:
+        await asyncio.sleep(3.0)  # all ten validations in flight
+        result = dict(await run())
+    finally:
+        flood.kill()
+        out, _ = flood.communicate(timeout=30)
+    last = (out.strip().splitlines() or ["0 0"])[-1].split()
+    result["background"] = f"10 clients validating 245 KB specs: {last[0]} answered 200, {last[1]} errors"
+    return result
+
+
 async def main_async(args: argparse.Namespace, url: str, key: str) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=args.pollers + args.submitters + 10,
                           max_keepalive_connections=args.pollers + args.submitters + 10)
@@ -230,10 +294,17 @@ async def main_async(args: argparse.Namespace, url: str, key: str) -> dict[str, 
         if args.start_runs:
             print(f"enqueue-to-start: {args.start_runs} jobs on an idle worker ...", file=sys.stderr)
             result["enqueue_to_start"] = await enqueue_to_start(http, args.start_runs, args.job_timeout)
-        print(f"load: {args.pollers} pollers, {args.submitters} submitters, {args.duration:g}s ...",
-              file=sys.stderr)
-        result["load"] = await load(http, args.pollers, args.submitters, args.duration, args.poll_interval,
-                                    args.submit_interval, args.max_requests)
+        for kind in args.while_.split(","):
+            print(f"load while {kind}: {args.pollers} pollers, {args.submitters} submitters, {args.duration:g}s ...",
+                  file=sys.stderr)
+
+            def run() -> Any:
+                return load(http, args.pollers, args.submitters, args.duration, args.poll_interval,
+                            args.submit_interval, args.max_requests)
+
+            name = "load" if kind == "idle" else f"load_while_{kind}"
+            result[name] = await with_background(http, url, key, kind, run)
+            print(_summary({name: result[name]}), file=sys.stderr)  # each phase as soon as it is done
         return result
 
 
@@ -247,12 +318,15 @@ def _summary(result: dict[str, Any]) -> str:
                          f"max {s['max_ms']:.0f} ms (n={s['n']})")
         lines.append(f"enqueue-to-start (client 202→running seen): p50 {c['p50_ms']:.0f} ms, "
                      f"max {c['max_ms']:.0f} ms (n={c['n']})")
-    load_ = result["load"]
-    lines.append(f"load: {load_['requests']} requests in {load_['seconds']:.1f}s = "
-                 f"{load_['requests_per_second']:.0f}/s, errors {load_['errors']}")
-    for endpoint, s in load_["endpoints"].items():
-        lines.append(f"  {endpoint:28s} n={s['n']:6d} p50 {s['p50_ms']:6.1f} ms  p99 {s['p99_ms']:6.1f} ms  "
-                     f"max {s['max_ms']:6.1f} ms  {s['per_second']:7.1f}/s  {s['status_codes']}")
+    for name, load_ in result.items():
+        if not name.startswith("load"):
+            continue
+        lines.append(f"{name}: {load_['requests']} requests in {load_['seconds']:.1f}s = "
+                     f"{load_['requests_per_second']:.0f}/s, errors {load_['errors']}"
+                     + (f" ({load_['background']})" if load_.get("background") else ""))
+        for endpoint, s in load_["endpoints"].items():
+            lines.append(f"  {endpoint:28s} n={s['n']:6d} p50 {s['p50_ms']:6.1f} ms  p99 {s['p99_ms']:6.1f} ms  "
+                         f"max {s['max_ms']:6.1f} ms  {s['per_second']:7.1f}/s  {s['status_codes']}")
     return "\n".join(lines)
 
 
@@ -269,6 +343,8 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=200_000, help="stop the load after this many")
     parser.add_argument("--start-runs", type=int, default=10, help="enqueue-to-start samples (0: skip)")
     parser.add_argument("--job-timeout", type=float, default=120.0)
+    parser.add_argument("--while", dest="while_", default="idle",
+                        help="comma-separated backgrounds of the load phase: idle, training, validating")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 

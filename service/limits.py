@@ -5,8 +5,9 @@
   at most ~6 levels deep; 32 leaves room for free-form `params` objects.
 - Off the loop: parsing and validating a spec of a few hundred KiB takes a noticeable fraction of a
   second of pure-Python work. `off_loop` runs it in one of PARSERS parser processes per API process
-  (the rest wait their turn): a thread would still hold the API's GIL, and /healthz went from 5 ms to
-  seconds while a client flooded the validator.
+  and kind of request (the rest wait their turn, up to WAITING, then 429): a thread would still hold
+  the API's GIL, and /healthz went from 5 ms to seconds while a client flooded the validator; one
+  pool for everything would let that flood delay every job submission.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ MAX_DEPTH = 32
 MAX_ITEMS = 100_000
 PARSERS = 2
 T = TypeVar("T")
-_executor: ProcessPoolExecutor | None = None
+WAITING = 32  # calls queued or running per pool before a 429
+_executors: dict[str, ProcessPoolExecutor] = {}
+_waiting: dict[str, list[int]] = {}
 
 
 def too_deep(where: str = "") -> ApiError:
@@ -121,23 +124,30 @@ def _guarded(function: Callable[..., T], *args: Any) -> T:
         raise too_deep() from None
 
 
-def _pool() -> ProcessPoolExecutor:
-    global _executor
-    if _executor is None:
+def _pool(name: str) -> ProcessPoolExecutor:
+    if name not in _executors:
         # spawn: a fresh interpreter, not a fork of a process with an event loop and threads
-        _executor = ProcessPoolExecutor(max_workers=PARSERS, mp_context=multiprocessing.get_context("spawn"))
-    return _executor
+        _executors[name] = ProcessPoolExecutor(max_workers=PARSERS, mp_context=multiprocessing.get_context("spawn"))
+    return _executors[name]
 
 
-async def off_loop(function: Callable[..., T], *args: Any) -> T:
-    """Run a CPU-heavy parse in a parser process (PARSERS of them, started on first use), so neither
-    the event loop nor the GIL of the API process is held while it runs; a RecursionError is a 422.
+async def off_loop(function: Callable[..., T], *args: Any, pool: str = "jobs") -> T:
+    """Run a CPU-heavy parse in a parser process, so neither the event loop nor the GIL of the API
+    process is held while it runs; a RecursionError is a 422. Each `pool` (job submissions, spec
+    validation) has PARSERS processes of its own and at most WAITING calls queued: a flood of
+    validations never delays a job submission, and past WAITING callers get a 429 to retry later.
     `function` and its arguments must be picklable (module-level functions, bytes)."""
-    global _executor
+    waiting = _waiting.setdefault(pool, [0])
+    if waiting[0] >= WAITING:
+        raise ApiError(429, "busy", f"too many {pool} requests are being parsed right now: retry shortly",
+                       headers={"Retry-After": "2"})
+    waiting[0] += 1
     loop = asyncio.get_running_loop()
     try:
-        return await loop.run_in_executor(_pool(), _guarded, function, *args)
+        return await loop.run_in_executor(_pool(pool), _guarded, function, *args)
     except BrokenProcessPool:  # a parser process died (killed, out of memory): a new pool for the next one
-        _executor = None
+        _executors.pop(pool, None)
         raise ApiError(503, "unavailable", "the spec parser was restarted: try again",
                        headers={"Retry-After": "1"}) from None
+    finally:
+        waiting[0] -= 1

@@ -140,14 +140,14 @@ def _request(body: bytes) -> ValidateRequest:
 
 
 @router.post("/validate", response_model=Validation, summary="Validate a spec without submitting it",
-             responses=error_responses(400, 401, 413, 422),
+             responses=error_responses(400, 401, 413, 422, 429),
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": ValidateRequest.model_json_schema()}}}})
 async def validate(request: Request, tenant: Tenant) -> Validation:
     """Body `{"spec_text": "<YAML or JSON>"}` or `{"spec": {...}}`. Always 200 for a spec, valid or
     not: `problems` lists each field at fault with its path and, for text, its line; a duplicate
     key is a problem (YAML would silently keep the last value). `spec` is the normalized spec."""
-    return await off_loop(_validate_body, await read_capped(request, MAX_SPEC_BODY))
+    return await off_loop(_validate_body, await read_capped(request, MAX_SPEC_BODY), pool="validate")
 
 
 def _validate_body(raw: bytes) -> Validation:
