@@ -45,14 +45,14 @@ class Member:
 
 
 NEAR_BOUNDARY = 0.2  # targeted DLR loss above −0.2 after the focus: worth fresh starts
-NEAR_RESTARTS = 4
+NEAR_RESTARTS = 3
 ESCALATE_SHARE = 0.01  # Square breaking more than this share of the white-box survivors escalates it
 ESCALATED_QUERIES = 5000  # AutoAttack's Square budget
 
 # The standard suite: APGD-CE, then focused APGD-T (9 targets screened, the best 2 pursued), then Square.
 STANDARD = (
     Member("apgd-ce", "apgd", loss="ce", steps=30),
-    Member("apgd-t", "apgd", loss="dlr", steps=100, targets=9, screen_steps=15, focus=1),
+    Member("apgd-t", "apgd", loss="dlr", steps=100, targets=9, screen_steps=10, focus=1),
     Member("square", "square", queries=100),
 )
 
