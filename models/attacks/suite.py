@@ -4,12 +4,14 @@
 a radius are attacked, each restart and each target class only for the samples every earlier one
 left unbroken, each sample dropped at its first misclassified iterate, starts seeded by position.
 
-The standard suite (`STANDARD`) is the cheapest ordering found that is as strong as AutoAttack
+The standard suite (`STANDARD`) is the cheapest ordering found that comes close to AutoAttack
 standard (benchmarks/eval_suite.py measures it against `reference.run_autoattack`): at each
-radius, APGD-CE, then targeted APGD-DLR on the few most likely wrong classes of the survivors
-(DLR is invariant to the logits' scale, which defeats saturated-softmax masking), then Square as
-the gradient-free control on whatever is still unbroken. Each member's contribution (samples it
-broke) and cost (gradient evaluations, forwards, seconds) is recorded per radius in `ctx.members`.
+radius, APGD-CE, then targeted APGD-DLR that screens the 9 most likely wrong classes of each
+survivor and pursues the most promising one (DLR is invariant to the logits' scale, which defeats
+saturated-softmax masking), with fresh starts for the survivors left near the boundary, then
+Square as the gradient-free control, escalated to AutoAttack's budget when it beats the rest.
+Each member's contribution (samples it broke) and cost (gradient evaluations, forwards, seconds)
+is recorded per radius in `ctx.members`.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ NEAR_RESTARTS = 3
 ESCALATE_SHARE = 0.01  # Square breaking more than this share of the white-box survivors escalates it
 ESCALATED_QUERIES = 5000  # AutoAttack's Square budget
 
-# The standard suite: APGD-CE, then focused APGD-T (9 targets screened, the best 2 pursued), then Square.
+# The standard suite: APGD-CE, then focused APGD-T (9 targets screened, the best one pursued), then Square.
 STANDARD = (
     Member("apgd-ce", "apgd", loss="ce", steps=30),
     Member("apgd-t", "apgd", loss="dlr", steps=100, targets=9, screen_steps=10, focus=1),
