@@ -70,7 +70,7 @@ def bare_loop(spec, data: DatasetBundle, device: torch.device, amp: bool) -> flo
         order = torch.randperm(n, device=device)
         for i in range(0, n, batch):
             idx = order[i : i + batch]
-            with autocast_context(device, amp):
+            with autocast_context(device, amp and device.type == "cuda"):  # as fit: spec amp is CUDA-only
                 loss = F.cross_entropy(model(x[idx]), y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
