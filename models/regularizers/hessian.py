@@ -89,7 +89,7 @@ class DirectionStore:
         self.seen = torch.zeros(0, dtype=torch.bool)  # N, on the host
 
     def _grow(self, size: int, like: Tensor) -> None:
-        capacity = max(size, 2 * self.seen.shape[0])
+        capacity = max(size, self.seen.shape[0] * 17 // 16)  # a random epoch order reaches N within a batch or two
         big = capacity * like[0].numel() > 2**24 and like.dtype == torch.float32
         directions = torch.zeros((capacity, *like.shape[1:]), dtype=torch.bfloat16 if big else like.dtype,
                                  device=like.device)
