@@ -3,11 +3,12 @@
 - Depth: JSON or YAML nested deeper than MAX_DEPTH is a 422 before anything recurses over it
   (Python's json, PyYAML and pydantic all recurse, and a RecursionError would be a 500). A spec is
   at most ~6 levels deep; 32 leaves room for free-form `params` objects.
-- Off the loop: parsing and validating a spec of a few hundred KiB takes a noticeable fraction of a
-  second of pure-Python work. `off_loop` runs it in one of PARSERS parser processes per API process
-  and kind of request (the rest wait their turn, up to WAITING, then 429): a thread would still hold
-  the API's GIL, and /healthz went from 5 ms to seconds while a client flooded the validator; one
-  pool for everything would let that flood delay every job submission.
+- Off the loop: parsing and validating a spec of a few hundred KiB takes seconds of pure-Python
+  work. `off_loop` runs it in a parser process (PARSERS per kind of request and API process, at a
+  lower CPU priority than the API; the rest wait their turn, up to WAITING, then 429). A thread
+  would still hold the API's GIL: /healthz went from 5 ms to seconds while a client flooded the
+  validator; one pool for everything would let that flood delay every job submission; parsers at
+  the API's priority would take the cores the API needs to answer polls.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -24,7 +26,8 @@ from service.errors import ApiError
 
 MAX_DEPTH = 32
 MAX_ITEMS = 100_000
-PARSERS = 2
+PARSERS = {"jobs": 2, "validate": 1}  # processes per pool: a validation flood keeps a core free
+PARSER_NICENESS = 10
 T = TypeVar("T")
 WAITING = 32  # calls queued or running per pool before a 429
 _executors: dict[str, ProcessPoolExecutor] = {}
@@ -124,10 +127,17 @@ def _guarded(function: Callable[..., T], *args: Any) -> T:
         raise too_deep() from None
 
 
+def _background() -> None:
+    """Parser processes run at a lower CPU priority than the API: while they are busy, polls and
+    submissions still get the cores first."""
+    os.nice(PARSER_NICENESS)
+
+
 def _pool(name: str) -> ProcessPoolExecutor:
     if name not in _executors:
         # spawn: a fresh interpreter, not a fork of a process with an event loop and threads
-        _executors[name] = ProcessPoolExecutor(max_workers=PARSERS, mp_context=multiprocessing.get_context("spawn"))
+        _executors[name] = ProcessPoolExecutor(max_workers=PARSERS.get(name, 1), initializer=_background,
+                                               mp_context=multiprocessing.get_context("spawn"))
     return _executors[name]
 
 
