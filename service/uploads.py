@@ -169,8 +169,9 @@ def sha256_of(path: Path) -> str:
 def safe_filename(filename: str, default_stem: str = "checkpoint") -> str:
     """The base name of an uploaded file reduced to characters the artifact store accepts."""
     base = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    cleaned = re.sub(r"[^A-Za-z0-9._+-]", "_", base).lstrip("._-+")[:150]
+    cleaned = re.sub(r"[^A-Za-z0-9._+-]", "_", base).lstrip("._-+")
     stem, dot, suffix = cleaned.rpartition(".")
     if not dot:
         return default_stem
-    return f"{stem or default_stem}.{suffix.lower()}"
+    # Long names are cut in the stem, never in the suffix: the suffix says what the file is.
+    return f"{stem[:150] or default_stem}.{suffix[:20].lower()}"

@@ -105,3 +105,12 @@ def test_a_torchscript_archive_named_pt_is_refused_as_torchscript(tmp_path: Path
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / "scripted.pt"))
     with pytest.raises(CheckpointError, match="TorchScript archive"):
         read_state_dict(tmp_path / "scripted.pt")
+
+
+def test_a_long_upload_name_keeps_its_suffix() -> None:
+    from service.uploads import safe_filename
+
+    name = safe_filename("a" * 400 + ".ONNX")
+    assert name == "a" * 150 + ".onnx"
+    assert safe_filename("../../etc/passwd") == "checkpoint"  # no suffix: the default stem, no path
+    assert safe_filename("..\\evil dir\\my model.safetensors") == "my_model.safetensors"
