@@ -181,6 +181,11 @@ class JobStore:
     def count_by_status(self) -> dict[JobStatus, int]:
         return {s: int(self.redis.scard(self.keys.status_set(s))) for s in JobStatus}
 
+    def waiting_for_dispatch(self) -> int:
+        """Queued jobs of every tenant not yet handed to RQ (fair dispatch holds them back)."""
+        tenants = [str(t) for t in self.redis.smembers(self.keys.waiting_tenants())]
+        return sum(int(self.redis.zcard(self.keys.tenant_waiting(t))) for t in tenants)
+
     def waiting(self, tenant: str) -> list[str]:
         return [str(i) for i in self.redis.zrange(self.keys.tenant_waiting(tenant), 0, -1)]
 
