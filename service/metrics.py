@@ -36,7 +36,8 @@ class ServiceCollector(Collector):
 
         queue = job_queue(self.services.rq, settings)
         yield GaugeMetricFamily("robustlab_queue_depth", "Executions waiting in the RQ queue (at most "
-                                "ROBUSTLAB_QUEUE_DEPTH: fair dispatch holds the rest back)", value=queue.count, labels=None)
+                                "ROBUSTLAB_QUEUE_DEPTH: fair dispatch holds the rest back)",
+                                value=queue.count, labels=None)
         yield GaugeMetricFamily("robustlab_jobs_waiting_dispatch", "Queued jobs not yet handed to RQ (fair dispatch)",
                                 value=store.waiting_for_dispatch(), labels=None)
         yield GaugeMetricFamily("robustlab_workers", "RQ workers alive on the queue",
