@@ -63,7 +63,8 @@ def test_submit_wait_prints_progress_lines_without_a_terminal_and_short_ids_work
     lines = [line for line in err.splitlines() if line.startswith(short)]
     # One line per stage or run, each with the job's short id, no terminal control codes.
     assert any(" running " in line and "%" in line for line in lines), err
-    assert any("training (" in line and "epoch" in line for line in lines) and len(lines) >= 3, err
+    # Which stages a poll catches depends on the machine's speed: only the forced first one is certain.
+    assert any("training (" in line for line in lines) and len(lines) >= 3, err
     assert lines[-1].startswith(f"{short} succeeded 100%"), err
     assert "\x1b[" not in err and "\r" not in err
     assert f"job {job_id.group(1)} succeeded" in out
