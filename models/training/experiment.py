@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +21,7 @@ from models.datasets import load_dataset
 from models.datasets.base import DatasetBundle
 from models.regularizers import build_regularizer
 from models.training.device import select_device
-from models.training.loop import FitResult, ProgressCallback, clean_score, fit
+from models.training.loop import EpochRecord, FitResult, ProgressCallback, clean_score, fit
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +75,10 @@ def train_experiment(
             checkpoint = out_dir / "checkpoints" / f"{run_id(name, seed)}.safetensors"
             if _finished_checkpoint(checkpoint, spec_hash, spec.training.epochs):
                 model = load_model(checkpoint, device=str(dev))
+                # Its cost and history come from the checkpoint: a retried job reports them like a fresh one.
+                reused = fit_from_metadata(read_metadata(checkpoint), model)
                 results[name, seed] = RunResult(
-                    name, reg_spec.kind, seed, checkpoint, model, None, clean_score(model, data)
+                    name, reg_spec.kind, seed, checkpoint, model, reused, clean_score(model, data)
                 )
                 log.info("%s: finished checkpoint found, not retrained", run_id(name, seed))
                 continue
@@ -101,12 +105,45 @@ def train_experiment(
                 num_outputs=data.num_outputs,
                 spec_hash=spec_hash,
                 epoch=spec.training.epochs,
-                extra={"run": name, "kind": reg_spec.kind, "seed": seed, "dataset": data.name},
+                extra={"run": name, "kind": reg_spec.kind, "seed": seed, "dataset": data.name,
+                       "fit": fit_summary(fitted)},
             )
             results[name, seed] = RunResult(
                 name, reg_spec.kind, seed, checkpoint, model, fitted, clean_score(model, data)
             )
     return list(results.values())
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None  # metadata JSON has no NaN
+
+
+def fit_summary(fitted: FitResult) -> dict[str, Any]:
+    """What a finished run's checkpoint keeps of its training: cost and per-epoch history."""
+    return {
+        "seconds": fitted.seconds, "step_seconds": fitted.step_seconds, "state_seconds": fitted.state_seconds,
+        "peak_memory_bytes": fitted.peak_memory_bytes, "memory_measure": fitted.memory_measure,
+        "history": [{k: _finite(v) if isinstance(v, float) else v for k, v in asdict(h).items()}
+                    for h in fitted.history],
+    }
+
+
+def fit_from_metadata(meta: dict[str, Any], model: nn.Module) -> FitResult | None:
+    """The FitResult a checkpoint's metadata recorded (None for checkpoints saved without one)."""
+    summary = (meta.get("extra") or {}).get("fit")
+    if not isinstance(summary, dict):
+        return None
+    def number(value: Any) -> float:
+        return float("nan") if value is None else float(value)
+
+    history = [EpochRecord(epoch=int(h["epoch"]), loss=number(h.get("loss")), task_loss=number(h.get("task_loss")),
+                           penalty=number(h.get("penalty")), seconds=number(h.get("seconds")),
+                           samples_per_second=number(h.get("samples_per_second")))
+               for h in summary.get("history", [])]
+    return FitResult(model=model, history=history, seconds=float(summary.get("seconds") or 0.0),
+                     step_seconds=float(summary.get("step_seconds") or 0.0),
+                     state_seconds=float(summary.get("state_seconds") or 0.0),
+                     peak_memory_bytes=summary.get("peak_memory_bytes"), memory_measure=summary.get("memory_measure"))
 
 
 def _teacher(

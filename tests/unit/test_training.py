@@ -188,8 +188,14 @@ def test_experiment_trains_teachers_first_and_reuses_finished_runs(tmp_path: Pat
         x = torch.rand(3, 1, 8, 8)
         torch.testing.assert_close(reloaded(x), run.model.eval()(x))
     again = train_experiment(spec, tmp_path, device="cpu")
-    assert all(r.fit is None for r in again)
     assert [r.clean_score for r in again] == [r.clean_score for r in runs]
+    # Not retrained, yet reported like a fresh run: cost and history come back from the checkpoint
+    # (a retried job's report used to show null cost for the runs an earlier execution finished).
+    for first, reused in zip(runs, again, strict=True):
+        assert reused.fit is not None and first.fit is not None and reused.model is not first.model
+        assert reused.fit.step_seconds == first.fit.step_seconds > 0
+        assert reused.fit.seconds == first.fit.seconds and reused.fit.memory_measure == first.fit.memory_measure
+        assert [h.loss for h in reused.fit.history] == [h.loss for h in first.fit.history]
 
 
 # ---- the input-Hessian penalty is the quantity it is named for ---------------------------------
