@@ -269,7 +269,8 @@ def _csv_rows(run: RunReport) -> list[list[object]]:
     rows += [["worst_case_accuracy", "", "", w.norm, w.eps, w.accuracy] for w in run.worst_case]
     if run.sensitivity is not None:
         rows += [[f, "", "", "", "", getattr(run.sensitivity, f)] for f in SENSITIVITY_FIELDS]
-    rows += [[f, "", "", "", "", v] for f in COST_FIELDS if (v := getattr(run.cost, f)) is not None]
+    # Every cost field always has its row (empty when unknown): identical specs give identical row counts.
+    rows += [[f, "", "", "", "", "" if (v := getattr(run.cost, f)) is None else v] for f in COST_FIELDS]
     return rows
 
 

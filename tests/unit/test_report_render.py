@@ -10,7 +10,7 @@ import pytest
 
 from core.reports import AttackAccuracy, Check, Cost, Report, RunReport, Sensitivity, WorstCase
 from reports.plots import nice_ticks
-from reports.render import CSV_COLUMNS, fmt_eps, metric_label, render_csv, render_html, render_markdown
+from reports.render import COST_FIELDS, CSV_COLUMNS, fmt_eps, metric_label, render_csv, render_html, render_markdown
 from reports.statistics import summarize, worst_case_metric
 from tests.report_fixtures import demo_report
 
@@ -97,7 +97,8 @@ def test_markdown_has_a_comparison_row_per_regularizer_and_the_sections() -> Non
 def test_csv_parses_with_one_row_per_run_and_metric() -> None:
     report = make_report()
     rows = list(csv.DictReader(io.StringIO(render_csv(report))))
-    per_run = 1 + 2 * (len(LINF) + len(L2)) + (len(LINF) + len(L2)) + 3 + 5  # clean, robust, worst, sens., cost
+    # clean, robust, worst case, sensitivity, and every cost field (empty when unknown: a stable shape)
+    per_run = 1 + 2 * (len(LINF) + len(L2)) + (len(LINF) + len(L2)) + 3 + len(COST_FIELDS)
     assert len(rows) == per_run * len(report.runs)
     assert tuple(rows[0]) == CSV_COLUMNS
     first = rows[0]
