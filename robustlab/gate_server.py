@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from safetensors import SafetensorError, safe_open
 
 from core.reports import Report
 from core.specs import (
@@ -31,7 +32,6 @@ from robustlab.up_command import default_data_dir, read_stored_key
 from service.client import ClientError, RobustlabClient
 
 REPORT_FILES = ("report.json", "report.html", "report.md", "results.csv")
-MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".onnx")
 REFUSED_SUFFIXES = {
     ".pt2": "torch.export archives are refused (torch's loader unpickles their payloads): export to ONNX",
@@ -48,23 +48,19 @@ class GateError(Exception):
 def checkpoint_metadata(path: Path) -> dict[str, Any] | None:
     """The robustlab metadata of a .safetensors file (None for other files or none stored).
 
-    The format: 8 bytes little-endian header length, then a JSON header whose `__metadata__`
-    holds string values; robustlab keeps its own JSON under the key "robustlab".
+    Read with the safetensors library (header only, no tensors; framework numpy, so no torch),
+    which also enforces the format's own header limits; robustlab keeps its JSON under "robustlab".
     """
     if path.suffix.lower() != ".safetensors":
         return None
     broken = f"{path} is not a readable safetensors file (truncated or not a checkpoint): save or copy it again"
+    if not path.is_file():
+        raise GateError(f"cannot read the checkpoint {path}: no such file")
     try:
-        with path.open("rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            if not 2 <= size <= min(MAX_HEADER, path.stat().st_size - 8):
-                raise GateError(broken)
-            header = json.loads(f.read(size))
-            meta = header.get("__metadata__", {}).get("robustlab") if isinstance(header, dict) else None
-            return json.loads(meta) if isinstance(meta, str) else None
-    except OSError as exc:
-        raise GateError(f"cannot read the checkpoint {path}: {exc.strerror or exc}") from None
-    except (ValueError, AttributeError):  # bad JSON or UTF-8, a header of the wrong shape
+        with safe_open(str(path), framework="numpy") as handle:
+            meta = (handle.metadata() or {}).get("robustlab")
+        return json.loads(meta) if isinstance(meta, str) else None
+    except (SafetensorError, OSError, ValueError, RuntimeError):  # a damaged header, bad JSON
         raise GateError(broken) from None
 
 
