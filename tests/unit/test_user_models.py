@@ -176,3 +176,28 @@ def test_registry_pt_state_dict_is_described_by_the_spec(data, tmp_path: Path) -
     with torch.no_grad():
         assert torch.equal(model(data.x_test[:5]), net(data.x_test[:5]))
     assert evaluate_checkpoint(spec, tmp_path / "mlp.pt").runs[0].samples == 20
+
+
+ISSUE_EXAMPLES = [
+    "model: {format: onnx, input_shape: [1, 8, 8], num_classes: 10}\n",
+    """model:
+  format: onnx
+  input_shape: [8, 8, 1]     # one sample, as the model takes it
+  layout: nhwc               # the dataset's C×H×W images are transposed to this
+  num_classes: 10
+  input_range: [0, 255]      # what the model expects; attacks and ε stay in [0, 1]
+  mean: [127.5]              # normalization the model expects, applied after scaling
+  std: [64.0]
+  outputs: logits            # or probabilities
+""",
+    "model: {format: timm, name: resnet18, input_shape: [3, 32, 32], num_classes: 10}\n",
+]
+
+
+@pytest.mark.parametrize("example", ISSUE_EXAMPLES)
+def test_the_model_sections_of_the_issue_validate_exactly_as_written(example: str) -> None:
+    import yaml
+
+    spec = spec_dict(yaml.safe_load(example)["model"])
+    model = parse_spec(spec).model
+    assert model.format in ("onnx", "timm") and model.num_classes == 10
