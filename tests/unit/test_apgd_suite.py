@@ -13,30 +13,21 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 from core.specs import EvaluationSpec
-from core.specs.dataset import DigitsDataset
 from core.specs.evaluation import APGDAttack, AutoAttackSpec, PGDAttack, SuiteSpec
 from models.architectures import build_model
 from models.attacks import context as context_module
 from models.attacks import run_attack
 from models.attacks.apgd import apgd_run, dlr_loss
 from models.datasets import load_dataset
+from tests.unit.attack_fixtures import trained_digits_mlp
 
 N = 120
 
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, Tensor, Tensor]:
-    data = load_dataset(DigitsDataset(name="digits", seed=0))
-    torch.manual_seed(0)
-    model = build_model("mlp", {"hidden": [64]}, (1, 8, 8), 10)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(15):
-        for idx in torch.randperm(len(data.x_train), generator=g).split(64):
-            optimizer.zero_grad()
-            F.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
-            optimizer.step()
-    return model.eval(), data.x_test[:N], data.y_test[:N]
+    """(model in eval mode, N test inputs, labels): an MLP with ~95 % clean accuracy on digits."""
+    return trained_digits_mlp(N)
 
 
 def _torchattacks_start(x: Tensor, eps: float, norm: str) -> Tensor:

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 import torchattacks
 from torch import Tensor, nn
 
 from core.enums import AttackKind
-from core.specs.dataset import DigitsDataset
 from core.specs.evaluation import AutoAttackSpec, FGSMAttack, PGDAttack, SquareAttack
-from models.architectures import build_model
 from models.attacks import ATTACKS, AttackResult, fgsm_examples, run_attack
 from models.attacks.steps import admissible, pgd_run, random_start
 from models.attacks.sweep import restart_seed
-from models.datasets import load_dataset
+from tests.unit.attack_fixtures import trained_digits_mlp
 
 EPS_LINF = [0.02, 0.05, 0.1, 0.2]
 EPS_L2 = [0.25, 0.5, 1.0, 2.0]
@@ -43,18 +40,7 @@ class Counting(nn.Module):
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, Tensor, Tensor]:
     """(model in eval mode, N test inputs, labels): an MLP with ~95 % clean accuracy on digits."""
-    data = load_dataset(DigitsDataset(name="digits", seed=0))
-    torch.manual_seed(0)
-    model = build_model("mlp", {"hidden": [64]}, (1, 8, 8), 10)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(15):
-        for idx in torch.randperm(len(data.x_train), generator=g).split(64):
-            optimizer.zero_grad()
-            F.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
-            optimizer.step()
-    model.eval()
-    return model, data.x_test[:N], data.y_test[:N]
+    return trained_digits_mlp(N)
 
 
 def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
