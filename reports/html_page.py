@@ -10,7 +10,7 @@ lets the reader choose its column groups (CSS checkboxes, no script); every colo
 every "—" a footnote that says why. Stable ids and classes (`#headline`, `tr.headline-row`,
 `table#comparison`, `tr.regularizer-row`, `table#paired-matrix`, `svg.robustness-curve`,
 `svg.robustness-panel`, `svg.sensitivity-chart`, `svg.cost-chart`, `.badge.pass|.warn|.fail`,
-`#trust-banner`) let tests and the dashboard find the parts.
+`#trust-banner`, `table#attack-costs`, `table#suite-members`) let tests and the dashboard find the parts.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ from core.reports import BaselineComparison, Check, RegularizerSummary, Report, 
 from reports.html_charts import cost_section, curves_section, figures, sensitivity_section
 from reports.html_charts import table as _table
 from reports.render import (
+    ATTACK_COST_HEADER,
+    ATTACK_COST_NOTE,
     NORM_LABELS,
+    SUITE_MEMBER_HEADER,
+    SUITE_MEMBER_NOTE,
+    attack_cost_rows,
     column_label,
     environment_items,
     fmt_eps,
@@ -32,6 +37,7 @@ from reports.render import (
     metric_label,
     pct,
     spec_name,
+    suite_member_rows,
     untrustworthy_runs,
     worst_accuracy,
     worst_columns,
@@ -376,6 +382,28 @@ def _runs(report: Report) -> str:
             f"accuracy, cost, checkpoint</summary>{table}{notes.legend()}</details></section>")
 
 
+def _text_rows(rows: list[list[str]]) -> list[str]:
+    """Rows of plain text cells as escaped `<tr>`s."""
+    return ["<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows]
+
+
+def _spend_details(table_id: str, summary: str, note: str, header: tuple[str, ...], rows: list[list[str]]) -> str:
+    """One collapsed table of what attacks spent ("" when there are no rows)."""
+    if not rows:
+        return ""
+    return (f"<details><summary>{escape(summary)} ({len(rows)})</summary><p class=\"note\">{escape(note)}</p>"
+            f"{_table(table_id, list(header), _text_rows(rows))}</details>")
+
+
+def _attack_spend(report: Report) -> str:
+    """Per run: each attack entry's cost and each suite member's share ("" when the report has neither)."""
+    body = (_spend_details("attack-costs", "Attack cost per run and attack entry", ATTACK_COST_NOTE,
+                           ATTACK_COST_HEADER, attack_cost_rows(report))
+            + _spend_details("suite-members", "Suite members per run and radius", SUITE_MEMBER_NOTE,
+                             SUITE_MEMBER_HEADER, suite_member_rows(report)))
+    return f'<section id="attack-cost-section"><h2>Attack cost</h2>{body}</section>' if body else ""
+
+
 def _provenance(report: Report) -> str:
     rows = [f'<tr><td>{escape(k)}</td><td class="text">{escape(v)}</td></tr>'
             for k, v in environment_items(report.environment)]
@@ -391,7 +419,7 @@ def render_html(report: Report) -> str:
     charts = figures(report)
     parts = [_header(report), _banner(report), _headline(report), _comparison(report), curves_section(report, charts),
              _paired(report), sensitivity_section(charts), cost_section(report, charts), _checks(report), _runs(report),
-             _provenance(report)]
+             _attack_spend(report), _provenance(report)]
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>Robustness report: {escape(spec_name(report))}</title><style>{CSS}</style></head>"

@@ -125,6 +125,28 @@ def worst_accuracy(run: RunReport, norm: str, eps: float) -> float | None:
     return next((w.accuracy for w in run.worst_case if w.norm == norm and w.eps == eps), None)
 
 
+ATTACK_COST_HEADER = ("Regularizer", "Seed", "Attack", "Norm", "Gradient evaluations", "Forwards", "Seconds")
+ATTACK_COST_NOTE = ("Samples × passes through the model: gradient evaluations (forward + backward) and "
+                    "forward-only passes.")
+SUITE_MEMBER_HEADER = ("Regularizer", "Seed", "Member", "Norm", "Radius", "Attacked", "Broke",
+                       "Gradient evaluations", "Forwards", "Seconds")
+SUITE_MEMBER_NOTE = ("Each member runs on the samples the earlier ones left unbroken at that radius: how many it "
+                     "was given, how many it broke, what it spent.")
+
+
+def attack_cost_rows(report: Report) -> list[list[str]]:
+    """One row of text cells (`ATTACK_COST_HEADER`) per run and attack entry, for every renderer."""
+    return [[r.regularizer, str(r.seed), c.label, c.norm, f"{c.gradient_evaluations:,}", f"{c.forwards:,}",
+             f"{c.seconds:.1f}"] for r in report.runs for c in r.attack_costs]
+
+
+def suite_member_rows(report: Report) -> list[list[str]]:
+    """One row of text cells (`SUITE_MEMBER_HEADER`) per run, suite member and radius, for every renderer."""
+    return [[r.regularizer, str(r.seed), m.member, m.norm, fmt_eps(m.norm, m.eps), f"{m.attacked:,}",
+             f"{m.broken:,}", f"{m.gradient_evaluations:,}", f"{m.forwards:,}", f"{m.seconds:.1f}"]
+            for r in report.runs for m in r.suite_members]
+
+
 # --- Markdown -------------------------------------------------------------------------------------
 
 
@@ -238,20 +260,14 @@ def render_markdown(report: Report) -> str:
 def _cost_sections(report: Report) -> list[str]:
     """What each attack spent, and what each suite member broke, per run (when the report has them)."""
     out: list[str] = []
-    costs = [[r.regularizer, str(r.seed), c.label, c.norm, f"{c.gradient_evaluations:,}", f"{c.forwards:,}",
-              f"{c.seconds:.1f}"] for r in report.runs for c in r.attack_costs]
+    costs = attack_cost_rows(report)
     if costs:
-        out += ["## Attack cost", "", "Samples × passes through the model: gradient evaluations (forward + "
-                "backward) and forward-only passes.", ""]
-        out += _table(["Regularizer", "Seed", "Attack", "Norm", "Gradient evaluations", "Forwards", "Seconds"],
-                      costs)
-    members = [[r.regularizer, str(r.seed), m.member, fmt_eps(m.norm, m.eps), str(m.attacked), str(m.broken),
-                f"{m.gradient_evaluations:,}", f"{m.forwards:,}"] for r in report.runs for m in r.suite_members]
+        out += ["## Attack cost", "", ATTACK_COST_NOTE, ""]
+        out += _table(list(ATTACK_COST_HEADER), costs)
+    members = suite_member_rows(report)
     if members:
-        out += ["## Suite members", "", "Each member runs on the samples the earlier ones left unbroken at that "
-                "radius: how many it was given, how many it broke, what it spent.", ""]
-        out += _table(["Regularizer", "Seed", "Member", "Radius", "Attacked", "Broke", "Gradient evaluations",
-                       "Forwards"], members)
+        out += ["## Suite members", "", SUITE_MEMBER_NOTE, ""]
+        out += _table(list(SUITE_MEMBER_HEADER), members)
     return out
 
 

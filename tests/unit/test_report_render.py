@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
+import re
 from html.parser import HTMLParser
 
 import pytest
 
-from core.reports import AttackAccuracy, Check, Cost, Report, RunReport, Sensitivity, WorstCase
+from core.reports import (
+    AttackAccuracy,
+    AttackCost,
+    Check,
+    Cost,
+    Report,
+    RunReport,
+    Sensitivity,
+    SuiteMember,
+    WorstCase,
+)
 from reports.plots import nice_ticks
 from reports.render import COST_FIELDS, CSV_COLUMNS, fmt_eps, metric_label, render_csv, render_html, render_markdown
 from reports.statistics import summarize, worst_case_metric
@@ -312,3 +324,61 @@ def test_a_run_whose_training_failed_is_listed_and_said_to_be_left_out() -> None
     page = render_html(report.model_copy(update={"runs": runs, "summary": summarize(runs, "erm")}))
     assert 'id="training-failed"' in page and "doubleback seed 2" in page and "⚠ training failed" in page
     assert 'id="training-failed"' not in render_html(report)
+
+
+def with_attack_spend(report: Report) -> Report:
+    """`report` with what its attacks spent: one suite entry per norm, three members at its largest radius."""
+    runs = []
+    for r in report.runs:
+        members = [SuiteMember(suite="suite-standard", member=name, norm=norm, eps=eps, attacked=attacked,
+                               broken=broken, gradient_evaluations=1000 * attacked, forwards=7 * attacked + r.seed,
+                               seconds=seconds)
+                   for norm, eps in (("linf", LINF[-1]), ("l2", L2[-1]))
+                   for name, attacked, broken, seconds in (("apgd-ce", 512, 300, 12.25), ("apgd-t", 212, 9, 3.5),
+                                                           ("square", 203, 0, 0.75))]
+        costs = [AttackCost(label="suite-standard", norm=norm, gradient_evaluations=1_234_567, forwards=8910,
+                            seconds=16.5) for norm in ("linf", "l2")]
+        runs.append(r.model_copy(update={"suite_members": members, "attack_costs": costs}))
+    return report.model_copy(update={"runs": runs})
+
+
+def _cells(page: str, table_id: str) -> list[list[str]]:
+    """The text of each body row of the table with this id."""
+    body = page.split(f'<table id="{table_id}">', 1)[1].split("</table>", 1)[0].split("<tbody>", 1)[1]
+    return [[html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)]
+
+
+def test_html_shows_the_suite_members_and_attack_costs_like_the_markdown() -> None:
+    report = with_attack_spend(make_report())
+    page = render_html(report)
+    parsed = _parse(page)
+    for table_id in ("suite-members", "attack-costs"):  # collapsed, in their own section
+        assert [t for t, a, parents in parsed.elements if t == "table" and a.get("id") == table_id
+                and [p[0] for p in parents if p[0] in ("section", "details")] == ["section", "details"]
+                and any(p.get("id") == "attack-cost-section" for _, p in parents)]
+    members = _cells(page, "suite-members")
+    assert len(members) == len(report.runs) * 2 * 3
+    assert members[0] == ["erm", "0", "apgd-ce", "linf", "8/255", "512", "300", "512,000", "3,584", "12.2"]
+    assert members[-1] == ["jacobian", "1", "square", "l2", "0.5", "203", "0", "203,000", "1,422", "0.8"]
+    costs = _cells(page, "attack-costs")
+    assert len(costs) == len(report.runs) * 2
+    assert costs[1] == ["erm", "0", "suite-standard", "l2", "1,234,567", "8,910", "16.5"]
+    # The same rows as the Markdown tables: one source for both renderers.
+    md = render_markdown(report)
+    for row in (members[0], members[-1], costs[1]):
+        assert "| " + " | ".join(row) + " |" in md
+    assert "## Suite members" in md and "## Attack cost" in md
+
+
+def test_html_attack_spend_is_escaped() -> None:
+    page = render_html(with_attack_spend(make_report(("erm", EVIL, "jacobian"))))
+    assert "<script" not in page.lower()
+    assert _cells(page, "suite-members")[6][:3] == [EVIL, "0", "apgd-ce"]
+
+
+def test_html_has_no_attack_cost_section_without_suite_members_or_costs() -> None:
+    page = _parse(render_html(make_report()))
+    assert not page.find("section", id="attack-cost-section")
+    assert not page.find("table", id="suite-members") and not page.find("table", id="attack-costs")
+    assert "## Suite members" not in render_markdown(make_report())
