@@ -35,6 +35,8 @@ SPECS = [
     {"name": "erm", "kind": "none"},
     {"name": "double_backprop", "kind": "double_backprop", "weight": 1.0},
     {"name": "double_backprop_fd", "kind": "double_backprop", "weight": 1.0, "method": "finite_difference"},
+    {"name": "double_backprop_fd_carried", "kind": "double_backprop", "weight": 1.0, "method": "finite_difference",
+     "gradient": "carried"},
     {"name": "datagrad_l1", "kind": "datagrad_l1"},
     {"name": "spectral", "kind": "spectral"},
     {"name": "jacobian_exact", "kind": "jacobian", "target": "softmax"},
@@ -54,6 +56,7 @@ TARGETS = [
     ("jacobian_1proj", "erm", 3.0),
     ("datagrad_l1", "erm", 3.0),
     ("double_backprop_fd", "erm", 2.0),
+    ("double_backprop_fd_carried", "erm", 2.0),
     ("input_hessian_1it", "double_backprop", 2.0),
     ("input_hessian_cure", "double_backprop", 1.5),
 ]
@@ -125,8 +128,8 @@ def benchmark(arch: str, params: dict, x: torch.Tensor, y: torch.Tensor, repeats
         def step(model=model, reg=reg, opt=opt, gen=gen) -> None:
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = reg.objective(model, batch, gen).loss
-            loss.backward(inputs=list(model.parameters()))
+                objective = reg.objective(model, batch, gen)
+            objective.loss.backward(inputs=[*model.parameters(), *objective.probes])
             opt.step()
 
         runners[spec.name] = step

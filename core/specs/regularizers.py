@@ -53,6 +53,12 @@ class DoubleBackprop(_Regularizer):
     direction: Literal["l2", "linf"] = Field(
         "l2", description="finite_difference: v = g/‖g‖₂ (l2) or sign(g)/√d (linf)"
     )
+    gradient: Literal["fresh", "carried"] = Field(
+        "fresh",
+        description="finite_difference: g measured at every step (fresh, as the paper) or the one the "
+        "training step's own backward measured at the sample's previous visit (carried: 2 ERM steps "
+        "instead of about 2.3)",
+    )
 
 
 class DataGradL1(_Regularizer):

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from core.enums import Architecture
 from core.specs.model import CNNSmallParams
 from models.architectures.common import ARCHITECTURES, flat_features, image_shape
+from models.architectures.input_conv import input_conv
 
 
 class CNNSmall(nn.Module):
@@ -25,10 +26,11 @@ class CNNSmall(nn.Module):
         super().__init__()
         in_channels, height, width = image_shape(input_shape, "cnn_small")
         layers: list[nn.Module] = []
-        for out_channels in params.channels:
+        for i, out_channels in enumerate(params.channels):
             padding = (1 if height >= 2 else 2, 1 if width >= 2 else 2)
+            conv = input_conv if i == 0 else nn.Conv2d  # the first layer sees the image's channels
             layers += [
-                nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=2, padding=padding),
+                conv(in_channels, out_channels, kernel_size=4, stride=2, padding=padding),
                 nn.ReLU(),
             ]
             height = (height + 2 * padding[0] - 4) // 2 + 1  # ⌊H/2⌋, or 1 when H was 1

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from core.enums import Architecture
 from core.specs.model import LeNet5Params
 from models.architectures.common import ARCHITECTURES, flat_features, image_shape, make_activation
+from models.architectures.input_conv import input_conv
 
 
 class LeNet5(nn.Module):
@@ -35,7 +36,7 @@ class LeNet5(nn.Module):
         conv2_padding = (0 if after_pool1[0] >= 5 else 2, 0 if after_pool1[1] >= 5 else 2)
 
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 6, kernel_size=5, padding=2),  # N×6×H×W
+            input_conv(channels, 6, kernel_size=5, padding=2),  # N×6×H×W
             make_activation(params.activation),
             pool(2, ceil_mode=True),  # N×6×⌈H/2⌉×⌈W/2⌉
             nn.Conv2d(6, 16, kernel_size=5, padding=conv2_padding),  # N×16×h×w

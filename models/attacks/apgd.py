@@ -121,8 +121,18 @@ def apgd_run(
     target: Tensor | None = None,
     rho: float = 0.75,
     eot: int = 1,
+    stop_stationary: bool = True,
 ) -> ApgdOutcome:
-    """APGD from `start` (inside the ball and [0, 1]) with per-sample early stop, in fp32."""
+    """APGD from `start` (inside the ball and [0, 1]) with per-sample early stop, in fp32.
+
+    `stop_stationary` (L∞, deterministic models, `eot` 1) also drops the samples that reached a
+    fixed point of the iteration: a zero gradient at an iterate that did not move and is its best
+    point. The sign of a zero gradient is zero, the momentum term is zero and the projection of a
+    point of the ball is that point, so every later step, and every checkpoint's return to the best
+    point, leaves it exactly where it is (L2's projection rescales, so it is not exact there): the
+    rest of its iterations could not change its outcome. This is what a masked model's zero input
+    gradient (rounding, a saturated softmax) costs otherwise: all the iterations for nothing.
+    """
     n = x.shape[0]
     steps_2, steps_min, size_decr = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
     late_at = max(int(LATE_FRACTION * steps) - 1, 0)
@@ -164,10 +174,15 @@ def apgd_run(
             found[index[missed]] = True
             x_found[index[missed]] = x_adv[missed]
 
-    def drop(missed: Tensor) -> bool:
-        """Remove the misclassified rows from every state tensor; False if none is left."""
+    def drop(missed: Tensor, stationary: Tensor | None = None) -> bool:
+        """Remove the misclassified (and the stationary) rows from every state tensor; False if none is left."""
         nonlocal x_nat, labels, tgt, x_adv, x_old, grad, x_best, grad_best, loss_best, step
         nonlocal loss_steps, loss_best_last, reduced_last, index
+        if stationary is not None and stationary.any():
+            done = index[stationary]  # finished without a find: their final state is their best
+            best_all[done], x_best_all[done] = loss_best[stationary], x_best[stationary]
+            late_all[done] = torch.where(late_all[done].isnan(), loss_best[stationary], late_all[done])
+            missed = missed | stationary
         if not missed.any():
             return True
         best_all[index[missed]] = loss_best[missed]
@@ -204,7 +219,11 @@ def apgd_run(
                     step[reduce] /= 2.0
                     x_adv[reduce], grad[reduce] = x_best[reduce], grad_best[reduce]
                 counter, k = 0, max(k - size_decr, steps_min)
-        if not drop(missed):
+            stationary = None
+            if stop_stationary and eot == 1 and norm == "linf":
+                stationary = (~missed & (grad.flatten(1) == 0).all(dim=1) & (x_adv == x_old).flatten(1).all(dim=1)
+                              & (x_adv == x_best).flatten(1).all(dim=1))
+        if not drop(missed, stationary):
             break
     best_all[index] = loss_best
     x_best_all[index] = x_best

@@ -48,6 +48,9 @@ class Member:
 
 NEAR_BOUNDARY = 0.2  # targeted DLR loss above −0.2 after the focus: worth fresh starts
 NEAR_RESTARTS = 3
+BORDERLINE = 0.05  # still above −0.05 after those: a coin flip per start, worth many more
+BORDERLINE_RESTARTS = 8
+BORDERLINE_TARGETS = 3  # a survivor left borderline on its best target is also pursued on the next two
 ESCALATE_SHARE = 0.01  # Square breaking more than this share of the white-box survivors escalates it
 ESCALATED_QUERIES = 5000  # AutoAttack's Square budget
 
@@ -109,7 +112,9 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
     """Targeted APGD-DLR that spends its iterations where they pay: every survivor is screened
     against each of its `targets` most likely wrong classes for `screen_steps` iterations, then
     the `focus` targets whose DLR loss came closest to the boundary get `steps` more iterations,
-    warm-started from the best point of the screening."""
+    warm-started from the best point of the screening, and fresh starts when they end near the
+    boundary. A survivor still within BORDERLINE of it is pursued the same way on its next-best
+    targets, up to BORDERLINE_TARGETS: which target falls first is as much luck as which start."""
     eps, norm = ctx.eps[i], ctx.norm
     width = ctx.ranked.shape[1] if ctx.ranked is not None else 0
     ranks = list(range(1, min(targets + 1, width)))
@@ -131,8 +136,9 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
             ctx.mark(i, index[rows.cpu()], confirmed.cpu())
             alive[rows[confirmed]] = False
             best_loss[rows, j], best_x[j, rows] = out.loss_best, out.x_best
-        for k in range(min(focus, len(ranks))):
-            rows = alive.nonzero().flatten()
+        borderline = torch.zeros(n, dtype=torch.bool, device=ctx.device)
+        for k in range(min(max(focus, BORDERLINE_TARGETS), len(ranks))):
+            rows = (alive if k < focus else alive & borderline).nonzero().flatten()
             if not rows.numel():
                 break
             chosen = best_loss[rows].argsort(dim=1, descending=True)[:, k]  # each row's k-th best target
@@ -147,22 +153,40 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
             confirmed = _confirm(ctx, yb[rows], out, "dlr")
             ctx.mark(i, index[rows.cpu()], confirmed.cpu())
             alive[rows[confirmed]] = False
-            if k == 0:
-                # near the boundary (targeted DLR within NEAR_BOUNDARY of 0): the outcome is decided by
-                # the start, so these few get `near_restarts` fresh random starts on that target
-                close = (~confirmed) & (out.loss_best > -NEAR_BOUNDARY)
-                for restart in range(NEAR_RESTARTS):
-                    rows_close = rows[close]
-                    if not rows_close.numel():
-                        break
-                    fresh = ctx.starts(index[rows_close.cpu()], xb[rows_close], norm, i, stream + 1 + restart,
-                                       apgd_start_noise)
-                    again = apgd_run(ctx.model, xb[rows_close], yb[rows_close], fresh, eps=eps, norm=norm,
-                                     steps=steps, loss="dlr", target=target[close], eot=ctx.eot)
-                    hit = _confirm(ctx, yb[rows_close], again, "dlr")
-                    ctx.mark(i, index[rows_close.cpu()], hit.cpu())
-                    alive[rows_close[hit]] = False
-                    close[close.clone()] = ~hit
+            closest = _restart_near_boundary(ctx, i, index, xb, yb, rows, target, out.loss_best, ~confirmed, alive,
+                                             steps=steps, stream=stream + 100 * k)
+            borderline[rows] |= closest > -BORDERLINE
+
+
+def _restart_near_boundary(ctx: SweepContext, i: int, index: Tensor, xb: Tensor, yb: Tensor, rows: Tensor,
+                           target: Tensor, loss_best: Tensor, unbroken: Tensor, alive: Tensor, *, steps: int,
+                           stream: int) -> Tensor:
+    """Fresh random starts on the pursued target for the survivors its DLR loss left near the boundary.
+
+    Near the boundary the outcome is decided by the start: on the models of benchmarks/eval_suite.py
+    a survivor whose targeted DLR loss came within a few hundredths of 0 falls to one random start
+    of 100 iterations in about 1 of 10 (it is where AutoAttack's single start breaks samples by luck).
+    Survivors within NEAR_BOUNDARY get NEAR_RESTARTS starts; those still within BORDERLINE of it
+    after them get up to BORDERLINE_RESTARTS more. Each start runs only on the samples still alive.
+    Returns each row's best targeted DLR loss over all of them.
+    """
+    eps, norm = ctx.eps[i], ctx.norm
+    best = loss_best.clone()
+    for restart in range(NEAR_RESTARTS + BORDERLINE_RESTARTS):
+        threshold = NEAR_BOUNDARY if restart < NEAR_RESTARTS else BORDERLINE
+        close = unbroken & (best > -threshold)
+        if not close.any():
+            break
+        rows_close = rows[close]
+        fresh = ctx.starts(index[rows_close.cpu()], xb[rows_close], norm, i, stream + 1 + restart, apgd_start_noise)
+        again = apgd_run(ctx.model, xb[rows_close], yb[rows_close], fresh, eps=eps, norm=norm, steps=steps,
+                         loss="dlr", target=target[close], eot=ctx.eot)
+        hit = _confirm(ctx, yb[rows_close], again, "dlr")
+        ctx.mark(i, index[rows_close.cpu()], hit.cpu())
+        alive[rows_close[hit]] = False
+        best[close] = torch.maximum(best[close], again.loss_best)
+        unbroken[close.clone()] = ~hit
+    return best
 
 
 def run_apgd(ctx: SweepContext, spec: APGDAttack) -> dict[str, int]:

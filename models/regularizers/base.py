@@ -29,6 +29,10 @@ class Objective:
     loss: Tensor  # scalar, differentiable w.r.t. the parameters: what training back-propagates
     task_loss: Tensor  # scalar, detached: mean task loss on the clean batch (for logging)
     penalty: Tensor  # scalar, detached: the regularization term (0 for plain training)
+    # Leaves besides the parameters whose gradient the backward of `loss` must also compute: the
+    # regularizer reads them in hooks (the input gradient it carries to the sample's next visit).
+    # Pass them to the backward with the parameters: `inputs=[*parameters, *objective.probes]`.
+    probes: tuple[Tensor, ...] = ()
 
 
 def per_sample_loss(outputs: Tensor, y: Tensor, task: Task) -> Tensor:

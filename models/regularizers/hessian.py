@@ -8,13 +8,8 @@ from torch import Tensor, nn
 from core.enums import Task
 from core.specs.regularizers import InputHessian
 from models.regularizers.base import Batch, Objective, Regularizer, input_gradient, per_sample_loss
+from models.regularizers.directions import DirectionStore, per_sample_normalize
 from models.regularizers.gradient import full_precision
-
-
-def _per_sample_normalize(v: Tensor) -> Tensor:
-    flat = v.flatten(1)
-    unit: Tensor = (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(v)
-    return unit
 
 
 def hessian_rayleigh_quotient(
@@ -36,12 +31,12 @@ def hessian_rayleigh_quotient(
     """
     if start is None:
         start = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    v = _per_sample_normalize(start.to(x.dtype))
+    v = per_sample_normalize(start.to(x.dtype))
     if not grad.requires_grad:  # the gradient is constant in x (e.g. piecewise-constant model): H = 0
         return torch.zeros(x.shape[0], device=x.device, dtype=x.dtype), v
     for _ in range(iterations):
         (hv,) = torch.autograd.grad(grad, x, grad_outputs=v, retain_graph=True)
-        v = _per_sample_normalize(hv.detach())
+        v = per_sample_normalize(hv.detach())
     (hv,) = torch.autograd.grad(grad, x, grad_outputs=v, create_graph=create_graph, retain_graph=True)
     return (v * hv).flatten(1).sum(dim=1), hv.detach()
 
@@ -66,69 +61,10 @@ def curvature_finite_difference(
         x = x.detach().requires_grad_(True)
         losses = per_sample_loss(model(x), y, task)
         grad = input_gradient(losses.sum(), x, create_graph=True)
-        z = _per_sample_normalize(grad.detach().sign())
+        z = per_sample_normalize(grad.detach().sign())
         x_h = (x.detach() + h * z).requires_grad_(True)
         grad_h = input_gradient(per_sample_loss(model(x_h), y, task).sum(), x_h, create_graph=True)
         return losses, (grad_h - grad).flatten(1).norm(dim=1)
-
-
-class DirectionStore:
-    """Each training sample's last power-iteration direction, keyed by its index in the training set.
-
-    As spectral normalization does for weight matrices, the estimate of sample b's top eigenvector
-    is carried from one visit of b to the next, so every visit continues the power iteration instead
-    of restarting it from noise: after a few epochs the start is already close to the top
-    eigenvector and the one differentiated HVP per step gives σ_max, not a Rayleigh quotient of noise.
-    Indices are CPU tensors and which samples were seen is kept on the host, so the store never
-    waits for the GPU. Directions are stored in bf16 beyond 16M numbers (60,000 MNIST digits:
-    94 MB), which is plenty for a start vector.
-    """
-
-    def __init__(self) -> None:
-        self.directions: Tensor | None = None  # N×… on the inputs' device (grown to the largest index)
-        self.seen = torch.zeros(0, dtype=torch.bool)  # N, on the host
-
-    def _grow(self, size: int, like: Tensor) -> None:
-        capacity = max(size, self.seen.shape[0] * 17 // 16)  # a random epoch order reaches N within a batch or two
-        big = capacity * like[0].numel() > 2**24 and like.dtype == torch.float32
-        directions = torch.zeros((capacity, *like.shape[1:]), dtype=torch.bfloat16 if big else like.dtype,
-                                 device=like.device)
-        seen = torch.zeros(capacity, dtype=torch.bool)
-        if self.directions is not None:
-            directions[: self.seen.shape[0]] = self.directions.to(directions)
-            seen[: self.seen.shape[0]] = self.seen
-        self.directions, self.seen = directions, seen
-
-    def start(self, index: Tensor, like: Tensor) -> tuple[Tensor, Tensor | None]:
-        """The carried directions of these samples and a B×1×… mask of those seen before (None: none)."""
-        index = index.cpu()
-        size = int(index.max()) + 1 if index.numel() else 0
-        if self.directions is None or size > self.seen.shape[0]:
-            self._grow(size, like)
-        assert self.directions is not None
-        seen = self.seen[index]
-        if not bool(seen.any()):
-            return like, None
-        carried = self.directions[index.to(like.device, non_blocking=True)].to(like.dtype)
-        return carried, seen.to(like.device, non_blocking=True).view(-1, *([1] * (like.dim() - 1)))
-
-    def update(self, index: Tensor, directions: Tensor) -> None:
-        assert self.directions is not None
-        self.directions[index.to(directions.device, non_blocking=True)] = (
-            _per_sample_normalize(directions).to(self.directions.dtype)
-        )
-        self.seen[index.cpu()] = True
-
-    def state_dict(self) -> dict[str, Tensor]:
-        if self.directions is None:
-            return {}
-        return {"directions": self.directions.cpu(), "seen": self.seen.clone()}
-
-    def load_state_dict(self, state: dict[str, Tensor], device: torch.device) -> None:
-        if "directions" in state and "seen" in state:
-            self.directions, self.seen = state["directions"].to(device), state["seen"].cpu()
-        else:
-            self.directions, self.seen = None, torch.zeros(0, dtype=torch.bool)
 
 
 def aligned_start(carried: Tensor, gradient: Tensor) -> Tensor:
@@ -139,7 +75,7 @@ def aligned_start(carried: Tensor, gradient: Tensor) -> Tensor:
     class's margin direction, which is where a confident sample's top eigenvector lies: the gradient
     is a good start that is never stale. The carried direction adds what earlier visits found.
     """
-    c, g = _per_sample_normalize(carried).flatten(1), _per_sample_normalize(gradient).flatten(1)
+    c, g = per_sample_normalize(carried).flatten(1), per_sample_normalize(gradient).flatten(1)
     side = torch.where((c * g).sum(dim=1, keepdim=True) < 0, -1.0, 1.0).to(c.dtype)
     return (side * c + g).view_as(gradient)
 
@@ -155,12 +91,12 @@ def hessian_norm_estimate(
     v_b (a direction that is off by an angle θ from the top eigenvector loses O(θ²) either way,
     but the norm keeps the energy of the other eigenvalues instead of letting them cancel).
     """
-    v = _per_sample_normalize(start.to(x.dtype))
+    v = per_sample_normalize(start.to(x.dtype))
     if not grad.requires_grad:  # the gradient is constant in x (e.g. piecewise-constant model): H = 0
         return torch.zeros(x.shape[0], device=x.device, dtype=x.dtype), v
     for _ in range(iterations - 1):
         (hv,) = torch.autograd.grad(grad, x, grad_outputs=v, retain_graph=True)
-        v = _per_sample_normalize(hv.detach())
+        v = per_sample_normalize(hv.detach())
     (hv,) = torch.autograd.grad(grad, x, grad_outputs=v, create_graph=create_graph, retain_graph=True)
     return hv.flatten(1).norm(dim=1), hv.detach()
 

@@ -204,7 +204,7 @@ def fit(
             with autocast_context(device, use_amp):
                 objective = regularizer.objective(model, batch, generator)
             optimizer.zero_grad(set_to_none=True)
-            torch.autograd.backward(objective.loss, inputs=weights)
+            torch.autograd.backward(objective.loss, inputs=[*weights, *objective.probes])
             if training.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
             optimizer.step()

@@ -73,6 +73,46 @@ def test_apgd_follows_torchattacks_step_for_step(trained, norm: str, eps: float,
     assert (size <= eps + 1e-5).all() and out.x_found.min() >= 0 and out.x_found.max() <= 1
 
 
+class _PartlyRounded(nn.Module):
+    """Inputs within ε (L∞) of one of the `masked` clean inputs are rounded to 4 grey levels first:
+    those samples have a zero input gradient, the others are the plain model."""
+
+    def __init__(self, inner: nn.Module, masked: Tensor, eps: float) -> None:
+        super().__init__()
+        self.inner, self.masked, self.eps = inner, masked.flatten(1), eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            distance = (x.flatten(1)[:, None, :] - self.masked[None]).abs().amax(dim=2).amin(dim=1)
+            mask = (distance <= self.eps + 1e-6).view(-1, *([1] * (x.dim() - 1)))
+        out: Tensor = self.inner(torch.where(mask, torch.round(x * 3) / 3, x))
+        return out
+
+
+def test_apgd_stops_stationary_samples_without_changing_any_outcome(trained) -> None:
+    """A sample at a zero gradient that stopped moving is a fixed point: dropping it saves its
+    iterations and changes nothing, on the masked rows and on the others alike."""
+    model, x, y = trained
+    masked = torch.arange(N) < N // 2
+    start = (x + 0.1 * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(1)))).clamp(0, 1)
+    outcomes, counts = [], []
+    for stop in (False, True):
+        counted = context_module.CountingModel(_PartlyRounded(model, x[masked], 0.1))
+        outcomes.append(apgd_run(counted, x, y, start, eps=0.1, norm="linf", steps=40, loss="dlr",
+                                 stop_stationary=stop))
+        counts.append(counted.gradients)
+    full, stopped = outcomes
+    assert torch.equal(full.found, stopped.found)
+    assert torch.equal(full.x_found, stopped.x_found)
+    assert torch.equal(full.loss_best, stopped.loss_best)
+    assert torch.equal(full.x_best, stopped.x_best)
+    assert torch.equal(full.loss_late.isnan(), stopped.loss_late.isnan())
+    survivors_masked = int((masked & ~full.found).sum())
+    assert survivors_masked > 10  # the rounded rows resist (their gradient is zero)
+    # each stationary survivor costs 2 gradient evaluations (start, first step) instead of 41
+    assert counts[0] - counts[1] >= survivors_masked * 38
+
+
 def test_dlr_is_invariant_to_the_logits_scale_and_shift() -> None:
     z = torch.randn(8, 10)
     y = torch.arange(8)

@@ -262,6 +262,59 @@ def test_double_backprop_finite_difference_approaches_gradient_norm(net, directi
     torch.testing.assert_close(penalty(spec, net, x, y), expected, rtol=1e-4, atol=0)
 
 
+@pytest.mark.parametrize("direction", ["l2", "linf"])
+def test_carried_direction_is_the_gradient_the_previous_backward_measured(net, direction) -> None:
+    """`gradient: carried`: the first visit measures g as the paper does; the step's own backward
+    stores its direction (∂L/∂x_b = c_b g_b, oriented by c_b's sign) for the next visit, whose slope
+    along it is then g_b·v_b at the weights of that visit (brute force, float64)."""
+    x, y = data()
+    spec = DoubleBackprop(name="fd", kind="double_backprop", method="finite_difference", h=1e-6, weight=80.0,
+                          direction=direction, gradient="carried")
+    reg = build_regularizer(spec, CLS)
+    index = torch.tensor([3, 1, 4, 0])
+    first = reg.objective(net, Batch(x, y, index=index), gen())
+    assert first.probes == ()  # a first visit: nothing to carry from
+    grads = brute_loss_grads(net, x, y)
+    fresh = build_regularizer(spec.model_copy(update={"gradient": "fresh"}), CLS)
+    torch.testing.assert_close(first.penalty, fresh.objective(net, Batch(x, y), gen()).penalty, rtol=0, atol=0)
+
+    order = torch.tensor([2, 0, 3, 1])
+    second = reg.objective(net, Batch(x[order], y[order], index=index[order]), gen())
+    (probe,) = second.probes
+    v = grads[order] / grads[order].norm(dim=1, keepdim=True)
+    if direction == "linf":
+        v = v.sign() / D**0.5
+    expected = (grads[order] * v).sum(dim=1).pow(2).mean()
+    torch.testing.assert_close(second.penalty, expected, rtol=1e-4, atol=0)
+    weights_of_net = [net.w1, net.b1, net.w2, net.b2]
+    torch.autograd.backward(second.loss, inputs=[*weights_of_net, probe])
+    # the weights move; the backward of this step measures the gradient there, for the third visit
+    before = grads.clone()
+    with torch.no_grad():
+        for w in weights_of_net:
+            w.add_(0.3 * torch.randn(w.shape, generator=gen(7), dtype=w.dtype))
+    third_grads = brute_loss_grads(net, x, y)
+    assert not torch.allclose(third_grads, before, atol=1e-3)
+    objective = reg.objective(net, Batch(x, y, index=index), gen())
+    torch.autograd.backward(objective.loss, inputs=[*weights_of_net, *objective.probes])
+    stored = reg.carried.store.directions[index].flatten(1)
+    assert torch.allclose(stored, third_grads / third_grads.norm(dim=1, keepdim=True), atol=1e-6)
+    assert (1 - 2 * 80.0 * objective.penalty.sqrt() / 1e-6) < 0  # c_b < 0 here: the sign was needed
+
+
+def test_carried_direction_needs_the_probes_in_the_backward(net) -> None:
+    x, y = data()
+    spec = DoubleBackprop(name="fd", kind="double_backprop", method="finite_difference", gradient="carried")
+    reg = build_regularizer(spec, CLS)
+    batch = Batch(x, y, index=torch.arange(len(x)))
+    weights_of_net = [net.w1, net.b1, net.w2, net.b2]
+    reg.objective(net, batch, gen()).loss.backward(inputs=weights_of_net)  # first visit: no probes
+    objective = reg.objective(net, batch, gen())
+    objective.loss.backward(inputs=weights_of_net)  # the probes left out
+    with pytest.raises(RuntimeError, match="probes"):
+        reg.objective(net, batch, gen())
+
+
 def test_finite_difference_error_shrinks_with_h(net) -> None:
     x, y = data()
     exact = brute_loss_grads(net, x, y).pow(2).sum(dim=1).mean()

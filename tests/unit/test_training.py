@@ -54,12 +54,13 @@ def _train(data, reg_spec, epochs: int = 8, seed: int = 0, **kwargs):
 
 @pytest.mark.parametrize(
     "spec",
-    [SpectralReg(name="s", kind="spectral", weight=0.05), InputHessian(name="h", kind="input_hessian", weight=0.1)],
-    ids=["spectral", "input_hessian"],
+    [SpectralReg(name="s", kind="spectral", weight=0.05), InputHessian(name="h", kind="input_hessian", weight=0.1),
+     DoubleBackprop(name="fd", kind="double_backprop", method="finite_difference", gradient="carried")],
+    ids=["spectral", "input_hessian", "fd_carried"],
 )
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(digits, tmp_path: Path, spec) -> None:
     # spectral draws from the regularizer generator, dropout from the global RNG, the input Hessian
-    # carries each sample's direction from epoch to epoch: all must resume
+    # and the carried finite difference carry each sample's direction from epoch to epoch: all must resume
     straight = _train(digits, spec, epochs=3, dropout=0.2)
 
     state = tmp_path / "run.pt"
