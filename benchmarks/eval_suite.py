@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchattacks  # noqa: F401  (imported here, not inside the first timed attack: its import takes seconds)
 from pydantic import TypeAdapter
 from torch import Tensor, nn
 
