@@ -133,9 +133,9 @@ def benchmark(arch: str, params: dict, x: torch.Tensor, y: torch.Tensor, repeats
             opt.step()
 
         runners[spec.name] = step
-    memory = {name: saved_tensor_bytes(step) for name, step in runners.items()}
     for step in runners.values():  # warm-up (and the first visit of every sample)
         step()
+    memory = {name: saved_tensor_bytes(step) for name, step in runners.items()}  # in the steady state
     times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeats):
         for name, step in runners.items():

@@ -137,6 +137,7 @@ class InputConv2d(nn.Conv2d):
                 and self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"
                 and not isinstance(self.padding, str) and x.dtype in (torch.float32, torch.float64)
                 and not torch.is_autocast_enabled("cpu")
+                and not torch._C._are_functorch_transforms_active()  # torch.func: no vmap/jvp rules here
                 and not torch.jit.is_tracing()  # type: ignore[attr-defined,no-untyped-call]
                 and not torch.jit.is_scripting()  # type: ignore[attr-defined]
                 and not torch.compiler.is_compiling())

@@ -185,7 +185,7 @@ def apgd_run(
             missed = missed | stationary
         if not missed.any():
             return True
-        best_all[index[missed]] = loss_best[missed]
+        best_all[index[missed]], x_best_all[index[missed]] = loss_best[missed], x_best[missed]
         keep = ~missed
         x_nat, labels = x_nat[keep], labels[keep]
         tgt = tgt[keep] if tgt is not None else None

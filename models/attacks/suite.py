@@ -123,21 +123,29 @@ def _replicated_dlr(ctx: SweepContext, i: int, xb: Tensor, yb: Tensor, starts: l
     The samples' replicas share each iteration, so R runs cost about the wall time of one where
     the batch is small (a few survivors, a small model: the cost of an iteration is mostly fixed),
     which is where the suite spends its extra starts and targets. At most `batch_size` rows go
-    through the model at once.
+    through the model at once: larger batches run in groups of replicas, each group only on the
+    rows no earlier group broke (their later replicas report not found, loss −∞).
     """
     m = len(yb)
     group = max(1, ctx.batch_size // max(m, 1))
-    confirmed, loss_best, x_best = [], [], []
+    confirmed = torch.zeros((len(starts), m), dtype=torch.bool, device=ctx.device)
+    loss_best = torch.full((len(starts), m), float("-inf"), device=ctx.device)
+    x_best = xb.unsqueeze(0).repeat(len(starts), *([1] * xb.dim()))
     for first in range(0, len(starts), group):
+        rows = (~confirmed[:first].any(dim=0)).nonzero().flatten()
+        if not rows.numel():
+            break
         count = len(starts[first:first + group])
-        rep_x, rep_y = xb.repeat(count, *([1] * (xb.dim() - 1))), yb.repeat(count)
-        out = apgd_run(ctx.model, rep_x, rep_y, torch.cat(starts[first:first + group]), eps=ctx.eps[i],
-                       norm=ctx.norm, steps=steps, loss="dlr", target=torch.cat(targets[first:first + group]),
+        rep_y = yb[rows].repeat(count)
+        out = apgd_run(ctx.model, xb[rows].repeat(count, *([1] * (xb.dim() - 1))), rep_y,
+                       torch.cat([s[rows] for s in starts[first:first + group]]), eps=ctx.eps[i], norm=ctx.norm,
+                       steps=steps, loss="dlr", target=torch.cat([t[rows] for t in targets[first:first + group]]),
                        eot=ctx.eot)
-        confirmed.append(_confirm(ctx, rep_y, out, "dlr").view(count, m))
-        loss_best.append(out.loss_best.view(count, m))
-        x_best.append(out.x_best.view(count, *xb.shape))
-    return _Replicas(torch.cat(confirmed), torch.cat(loss_best), torch.cat(x_best))
+        block = slice(first, first + count)
+        confirmed[block, rows] = _confirm(ctx, rep_y, out, "dlr").view(count, len(rows))
+        loss_best[block, rows] = out.loss_best.view(count, len(rows))
+        x_best[block, rows] = out.x_best.view(count, len(rows), *xb.shape[1:])
+    return _Replicas(confirmed, loss_best, x_best)
 
 
 def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps: int, focus: int, steps: int,
@@ -161,6 +169,8 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
     the wall time of one run when the survivors are few, which is when stages 3 and 4 run.
     """
     ranks = list(range(1, min(targets + 1, ctx.ranked.shape[1] if ctx.ranked is not None else 0)))
+    if not ranks:
+        return
     near_targets = min(BORDERLINE_TARGETS, len(ranks))
     for index in ctx.chunks(ctx.advance(i)):
         xb, yb = ctx.batch(index)

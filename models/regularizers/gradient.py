@@ -101,8 +101,8 @@ class CarriedSlope:
     sign. Carried to the sample's next visit, it lets one step be two forward passes and one
     backward pass (2 ERM steps). A sample's first visit measures g_b as the paper does.
 
-    The direction is one visit old, so d_b = g_b·v_b ≤ ‖g_b‖ estimates the norm from below; the
-    test suite and docs/regularizers.md compare training with it against the fresh direction.
+    The direction is one visit old, so d_b ≈ g_b·v_b ≤ ‖g_b‖ (to first order in h) estimates the
+    norm from below; docs/regularizers.md compares training with it against the fresh direction.
     """
 
     def __init__(self, weight: float, h: float, direction: str) -> None:
@@ -120,16 +120,15 @@ class CarriedSlope:
         assert batch.index is not None
         x = batch.x
         carried, seen = self.store.start(batch.index, x)
+        first_visit = seen is None or not bool(self.store.seen[batch.index.cpu()].all())  # on the host: no sync
         with full_precision(x):
-            if seen is None or not bool(seen.all()):  # a first visit: measure the direction
+            if first_visit:  # measure the direction
                 losses, slope, g = finite_difference_slope(model, x, batch.y, task, self.h, self.direction)
                 leaf = None
             else:
                 leaf = _leaf(x)
                 losses = per_sample_loss(model(leaf), batch.y, task)
-                v = carried.to(x.dtype)
-                if self.direction == "linf":
-                    v = unit_direction(v, "linf")
+                v = unit_direction(carried.to(x.dtype), self.direction)  # (stored in bf16 for big sets)
                 shifted = per_sample_loss(model(x.detach() + self.h * v), batch.y, task)
                 slope = (shifted - losses) / self.h
         if leaf is None:

@@ -432,3 +432,14 @@ def test_hessian_norm_estimate_passes_gradcheck_for_a_fixed_start() -> None:
         return hessian_norm_estimate(g, xl, 1, start, create_graph=True)[0].mean()
 
     assert torch.autograd.gradcheck(estimate, weights(), eps=1e-6, atol=1e-5)
+
+
+def test_gradient_field_keeps_old_spec_hashes_and_needs_finite_difference() -> None:
+    """`gradient` is left out of dumps at its default (spec hashes of earlier specs do not change),
+    and `carried` with the exact method is an error that says what to do."""
+    plain = DoubleBackprop(name="fd", kind="double_backprop", method="finite_difference")
+    assert "gradient" not in plain.model_dump(mode="json")
+    carried = DoubleBackprop(name="fd", kind="double_backprop", method="finite_difference", gradient="carried")
+    assert carried.model_dump(mode="json")["gradient"] == "carried"
+    with pytest.raises(ValueError, match="method: finite_difference"):
+        DoubleBackprop(name="db", kind="double_backprop", gradient="carried")
