@@ -104,6 +104,31 @@ def measure(model: nn.Module, x: Tensor, y: Tensor, spec: Any, batch_size: int) 
             "forwards": result.forwards, "members": result.members}
 
 
+def print_merged(paths: list[Path]) -> None:
+    """One markdown table (and the totals) from the --json files of several runs."""
+    rows = [row for path in paths for row in json.loads(path.read_text())["rows"]]
+    print("| model | ε | clean | suite | AutoAttack | suite − AA | disagree (suite-only broken) | suite s | AA s "
+          "| AA s / suite s | suite grads / fwd | AA grads / fwd |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['model']} | {r['eps']:g} | {r['clean']:.3f} | {r['suite']:.3f} | {r['autoattack']:.3f} "
+              f"| {r['excess_pt']:+.1f} pt | {r['disagree']} ({r['suite_only_broken']}) | {r['suite_seconds']:.1f} "
+              f"| {r['autoattack_seconds']:.1f} | {r['autoattack_seconds'] / max(r['suite_seconds'], 1e-9):.1f}× "
+              f"| {r['suite_gradients']:,} / {r['suite_forwards']:,} "
+              f"| {r['autoattack_gradients']:,} / {r['autoattack_forwards']:,} |")
+    per_model = {r["model"]: r for r in rows}.values()
+    suite_s = sum(r["suite_seconds"] for r in per_model)
+    reference_s = sum(r["autoattack_seconds"] for r in per_model)
+    grads = (sum(r["autoattack_gradients"] for r in per_model), sum(r["suite_gradients"] for r in per_model))
+    forwards = (sum(r["autoattack_forwards"] for r in per_model), sum(r["suite_forwards"] for r in per_model))
+    worst = max(rows, key=lambda r: r["excess_pt"])
+    print(f"\n{len(per_model)} models: suite {suite_s:.1f} s, AutoAttack {reference_s:.1f} s "
+          f"({reference_s / max(suite_s, 1e-9):.1f}× less wall time; {grads[0] / max(grads[1], 1):.1f}× fewer "
+          f"gradient evaluations, {forwards[0] / max(forwards[1], 1):.1f}× fewer forwards); largest excess "
+          f"{worst['excess_pt']:+.1f} pt ({worst['model']} ε {worst['eps']:g}); "
+          f"rows above the reference by more than 0.3 pt: {sum(r['excess_pt'] > 0.3 + 1e-9 for r in rows)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=300)
@@ -114,7 +139,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--fresh-reference", action="store_true",
                         help="re-measure the AutoAttack reference even when --cache holds its result")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="print the markdown table and totals of earlier --json outputs (e.g. of two "
+                             "processes run side by side with --only) and exit")
     args = parser.parse_args()
+    if args.merge:
+        print_merged(args.merge)
+        return
     torch.set_num_threads(args.threads)
 
     models: dict[str, tuple[nn.Module, DatasetBundle]] = {}

@@ -4,8 +4,9 @@
     python benchmarks/input_conv.py --threads 2 --repeats 50
 
 For the first layers of LeNet-5 (1→6, 5×5, padding 2) and cnn_small (1→32, 4×4, stride 2,
-padding 1) on 28×28 inputs: the forward pass, and forward + backward to the input (what every
-input-gradient penalty and every gradient attack pays at this layer), with PyTorch's
+padding 1) on 28×28 inputs: the forward pass, forward + backward to the input (what every
+input-gradient penalty and every gradient attack pays at this layer) and forward + backward to
+the weights (what ERM pays there), with PyTorch's
 `nn.Conv2d` (oneDNN's backward-data kernel) and with `InputConv2d` (models/architectures/
 input_conv.py). Medians of interleaved rounds, milliseconds.
 """
@@ -37,6 +38,16 @@ def input_gradient_step(conv: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
+def weight_gradient_step(conv: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """What ERM pays at this layer: forward, then the weight and bias gradients (no input gradient)."""
+
+    def step() -> None:
+        out = conv(x)
+        torch.autograd.grad(out, list(conv.parameters()), torch.ones_like(out))
+
+    return step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=128)
@@ -46,8 +57,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     x = torch.rand(args.batch, 1, 28, 28)
     print(f"batch {args.batch}, {args.threads} thread(s), torch {torch.__version__}")
-    print("| layer | forward ms | forward + input gradient, nn.Conv2d | InputConv2d | speed-up |")
-    print("|---|---:|---:|---:|---:|")
+    print("| layer | forward ms | forward + input gradient, nn.Conv2d | InputConv2d | speed-up "
+          "| forward + weight gradient (ERM), nn.Conv2d | InputConv2d |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, kwargs in LAYERS.items():
         torch.manual_seed(0)
         stock = nn.Conv2d(1, **kwargs)  # type: ignore[arg-type]
@@ -58,7 +70,8 @@ def main() -> None:
             with torch.no_grad():
                 stock(x)
 
-        steps = {"forward": forward, "stock": input_gradient_step(stock, x), "fast": input_gradient_step(fast, x)}
+        steps = {"forward": forward, "stock": input_gradient_step(stock, x), "fast": input_gradient_step(fast, x),
+                 "stock_w": weight_gradient_step(stock, x), "fast_w": weight_gradient_step(fast, x)}
         times: dict[str, list[float]] = {key: [] for key in steps}
         for step in steps.values():
             step()
@@ -69,7 +82,7 @@ def main() -> None:
                 times[key].append(time.perf_counter() - started)
         ms = {key: 1000 * statistics.median(values) for key, values in times.items()}
         print(f"| {name} | {ms['forward']:.2f} | {ms['stock']:.2f} | {ms['fast']:.2f} "
-              f"| {ms['stock'] / ms['fast']:.1f}× |")
+              f"| {ms['stock'] / ms['fast']:.1f}× | {ms['stock_w']:.2f} | {ms['fast_w']:.2f} |")
 
 
 if __name__ == "__main__":

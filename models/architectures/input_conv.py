@@ -31,6 +31,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.graph import get_gradient_edge
 from torch.nn import grad as conv_grad
 
 
@@ -54,17 +55,41 @@ def conv_t(u: Tensor, w: Tensor, geo: Geometry) -> Tensor:
     return F.fold(columns, geo.size, (kh, kw), padding=geo.padding, stride=geo.stride)
 
 
+def _remember_edges(ctx: Any, *inputs: Tensor | None) -> None:
+    """Where each input's gradient goes, so the backward can ask whether it is wanted at all."""
+    ctx.edges = [get_gradient_edge(t).node if t is not None and t.requires_grad else None for t in inputs]
+
+
+def _wanted(ctx: Any) -> list[bool]:
+    """Per input: does this backward pass use its gradient?
+
+    `needs_input_grad` only says an input requires grad. A gradient to the input that nobody asked
+    for (ERM's backward into the weights, a double-backprop step's backward to the input only)
+    would cost a full transposed convolution or weight gradient here, where PyTorch's own
+    convolution skips it; the engine knows which nodes it will run. Leaves cannot be asked about
+    under `autograd.grad` (InputConv2d feeds views for that reason), so they count as wanted.
+    """
+    wanted = []
+    for needed, node in zip(ctx.needs_input_grad, ctx.edges, strict=False):
+        try:
+            wanted.append(bool(needed) and node is not None and torch._C._will_engine_execute_node(node))
+        except RuntimeError:  # a leaf under autograd.grad: cannot tell
+            wanted.append(bool(needed))
+    return wanted + [False] * (len(ctx.needs_input_grad) - len(wanted))
+
+
 class _Conv(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, w: Tensor, bias: Tensor | None, geo: Geometry) -> Tensor:
         ctx.save_for_backward(x, w)
         ctx.geo = geo
+        _remember_edges(ctx, x, w, bias)
         return F.conv2d(x, w, bias, stride=geo.stride, padding=geo.padding)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, w = ctx.saved_tensors
-        need_x, need_w, need_bias, _ = ctx.needs_input_grad
+        need_x, need_w, need_bias, _ = _wanted(ctx)
         return (_conv_t_fn(grad, w, ctx.geo) if need_x else None,
                 _weight_fn(x, grad, ctx.geo) if need_w else None,
                 grad.sum(dim=(0, 2, 3)) if need_bias else None,
@@ -76,12 +101,13 @@ class _ConvT(torch.autograd.Function):
     def forward(ctx: Any, u: Tensor, w: Tensor, geo: Geometry) -> Tensor:
         ctx.save_for_backward(u, w)
         ctx.geo = geo
+        _remember_edges(ctx, u, w)
         return conv_t(u, w, geo)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         u, w = ctx.saved_tensors
-        need_u, need_w, _ = ctx.needs_input_grad
+        need_u, need_w, _ = _wanted(ctx)
         return (_conv_fn(grad, w, None, ctx.geo) if need_u else None,
                 _weight_fn(grad, u, ctx.geo) if need_w else None,
                 None)
@@ -92,6 +118,7 @@ class _Weight(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, u: Tensor, geo: Geometry) -> Tensor:
         ctx.save_for_backward(x, u)
         ctx.geo = geo
+        _remember_edges(ctx, x, u)
         shape = (u.shape[1], x.shape[1], *geo.kernel)
         return cast(Tensor, conv_grad.conv2d_weight(  # type: ignore[no-untyped-call]
             x, shape, u, stride=geo.stride, padding=geo.padding))
@@ -99,7 +126,7 @@ class _Weight(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, u = ctx.saved_tensors
-        need_x, need_u, _ = ctx.needs_input_grad
+        need_x, need_u, _ = _wanted(ctx)
         return (_conv_t_fn(u, grad, ctx.geo) if need_x else None,
                 _conv_fn(x, grad, None, ctx.geo) if need_u else None,
                 None)
@@ -130,7 +157,10 @@ class InputConv2d(nn.Conv2d):
             return super().forward(x)
         geo = Geometry(self.kernel_size, self.stride, self.padding,  # type: ignore[arg-type]
                        (x.shape[-2], x.shape[-1]))
-        return _conv_fn(x, self.weight, self.bias, geo)
+        # views, not the leaves themselves: the backward can then ask the engine whether their
+        # gradients are wanted (`_wanted`)
+        bias = None if self.bias is None else self.bias.view_as(self.bias)
+        return _conv_fn(x.view_as(x), self.weight.view_as(self.weight), bias, geo)
 
     def _fast_path(self, x: Tensor) -> bool:
         return (x.device.type == "cpu" and torch.is_grad_enabled() and x.dim() == 4 and self.in_channels == 1
