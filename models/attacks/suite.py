@@ -46,11 +46,11 @@ class Member:
     focus: int = 0
 
 
-NEAR_BOUNDARY = 0.2  # targeted DLR loss above −0.2 after the focus: worth fresh starts and more targets
+NEAR_BOUNDARY = 0.2  # targeted DLR loss above −0.2 after the focus: worth fresh starts
 NEAR_RESTARTS = 3
 BORDERLINE = 0.05  # still above −0.05 after those: a coin flip per start, worth many more
 BORDERLINE_RESTARTS = 24
-BORDERLINE_TARGETS = 3  # a survivor near the boundary on its best target is also pursued on the next two
+BORDERLINE_TARGETS = 3  # a borderline survivor is also pursued on its next two targets
 ESCALATE_SHARE = 0.01  # Square breaking more than this share of the white-box survivors escalates it
 ESCALATED_QUERIES = 5000  # AutoAttack's Square budget
 
@@ -157,10 +157,11 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
     2. focus: the `focus` targets whose DLR loss came closest to the boundary, `steps` more
        iterations warm-started from the screening's best point;
     3. near: survivors within NEAR_BOUNDARY of the boundary get NEAR_RESTARTS fresh starts on
-       their best target, and `steps` iterations on their next BORDERLINE_TARGETS − 1 targets
-       (warm): which target falls first is as much luck as which start;
-    4. borderline: survivors still within BORDERLINE get BORDERLINE_RESTARTS fresh starts, two
-       thirds on their best target so far and one third on the second best.
+       their best target;
+    4. borderline: survivors still within BORDERLINE get `steps` iterations on their next
+       BORDERLINE_TARGETS − 1 targets (warm: which target falls first is as much luck as which
+       start) and BORDERLINE_RESTARTS fresh starts, two thirds on their best target and one
+       third on the second best.
 
     Near the boundary the outcome is decided by the start: on the models of
     benchmarks/eval_suite.py a survivor whose targeted DLR loss came within a few hundredths of 0
@@ -182,8 +183,9 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
         best_loss, best_x = screened.loss_best, screened.x_best  # R×n and R×n×…: per (target, sample)
         stages = [
             (0.0, [("warm", k) for k in range(min(focus, len(ranks)))]),
-            (NEAR_BOUNDARY, [("fresh", 0)] * NEAR_RESTARTS + [("warm", k) for k in range(1, near_targets)]),
-            (BORDERLINE, [("fresh", 0)] * (BORDERLINE_RESTARTS - BORDERLINE_RESTARTS // 3)
+            (NEAR_BOUNDARY, [("fresh", 0)] * NEAR_RESTARTS),
+            (BORDERLINE, [("warm", k) for k in range(1, near_targets)]
+             + [("fresh", 0)] * (BORDERLINE_RESTARTS - BORDERLINE_RESTARTS // 3)
              + [("fresh", 1)] * (BORDERLINE_RESTARTS // 3)),
         ]
         for stage, (within, replicas) in enumerate(stages):
