@@ -165,9 +165,10 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
 
     Near the boundary the outcome is decided by the start: on the models of
     benchmarks/eval_suite.py a survivor whose targeted DLR loss came within a few hundredths of 0
-    falls to one random start of 100 iterations about 1 time in 10 (that is where AutoAttack's
-    single start breaks samples by luck). Batching a stage's starts and targets makes it cost about
-    the wall time of one run when the survivors are few, which is when stages 3 and 4 run.
+    falls to one random start of 100 iterations 7 % of the time on average
+    (benchmarks/borderline_starts.py; that is where AutoAttack's single start breaks samples by
+    luck). Batching a stage's starts and targets makes it cost about the wall time of one run when
+    the survivors are few, which is when stages 3 and 4 run.
     """
     ranks = list(range(1, min(targets + 1, ctx.ranked.shape[1] if ctx.ranked is not None else 0)))
     if not ranks:
