@@ -173,7 +173,7 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
     ranks = list(range(1, min(targets + 1, ctx.ranked.shape[1] if ctx.ranked is not None else 0)))
     if not ranks:
         return
-    near_targets = min(BORDERLINE_TARGETS, len(ranks))
+    borderline_targets = min(BORDERLINE_TARGETS, len(ranks))
     for index in ctx.chunks(ctx.advance(i)):
         xb, yb = ctx.batch(index)
         classes = torch.stack([_targets(ctx, index, yb, rank) for rank in ranks])  # R×n: the class of each rank
@@ -185,7 +185,7 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
         stages = [
             (0.0, [("warm", k) for k in range(min(focus, len(ranks)))]),
             (NEAR_BOUNDARY, [("fresh", 0)] * NEAR_RESTARTS),
-            (BORDERLINE, [("warm", k) for k in range(1, near_targets)]
+            (BORDERLINE, [("warm", k) for k in range(1, borderline_targets)]
              + [("fresh", 0)] * (BORDERLINE_RESTARTS - BORDERLINE_RESTARTS // 3)
              + [("fresh", 1)] * (BORDERLINE_RESTARTS // 3)),
         ]
