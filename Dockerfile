@@ -25,6 +25,7 @@ COPY core/ core/
 COPY models/ models/
 COPY reports/ reports/
 COPY jobstore/ jobstore/
+COPY artifactstore/ artifactstore/
 COPY worker/ worker/
 COPY service/ service/
 COPY robustlab/ robustlab/
@@ -47,6 +48,7 @@ COPY core/ core/
 COPY models/ models/
 COPY reports/ reports/
 COPY jobstore/ jobstore/
+COPY artifactstore/ artifactstore/
 COPY worker/ worker/
 COPY service/ service/
 COPY robustlab/ robustlab/

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from core.artifacts import ArtifactStore
+from artifactstore import ArtifactStore
 from core.jobs import JobRequest
 from core.settings import Settings, get_settings
 from jobstore.queue import redis_client, rq_connection

@@ -8,7 +8,7 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Request
 
-from core.artifacts import ArtifactStore
+from artifactstore import ArtifactStore
 from core.settings import Settings
 from jobstore.store import JobStore
 from service.upload_check import CheckPool

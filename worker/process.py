@@ -33,7 +33,7 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
-from core.artifacts import ArtifactStore
+from artifactstore import ArtifactStore
 from core.jobs import JobError, JobStatus
 from core.settings import Settings
 from jobstore.queue import job_queue, redis_client, rq_connection

@@ -29,7 +29,7 @@ from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
-from core.artifacts import ArtifactStore
+from artifactstore import ArtifactStore
 from core.jobs import JobError, JobStatus
 from core.settings import Settings
 from jobstore.queue import rq_job_id

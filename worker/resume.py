@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from core.artifacts import ArtifactStore
+from artifactstore import ArtifactStore
 
 log = logging.getLogger(__name__)
 

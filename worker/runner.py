@@ -28,7 +28,7 @@ import redis
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
-from core.artifacts import ArtifactStore, check_name
+from artifactstore import ArtifactStore, check_name
 from core.jobs import JobError, JobKind, JobStatus, Progress
 from core.settings import Settings
 from core.specs import ExperimentSpec, SpecError, UploadedDataset, parse_spec

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 
-from core.artifacts import check_name
+from artifactstore import check_name
 from jobstore.records import DatasetRecord
 from jobstore.store import now
 from jobstore.uploads import DatasetStore

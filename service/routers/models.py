@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter, ValidationError
 
-from core.artifacts import check_name
+from artifactstore import check_name
 from core.enums import Architecture
 from core.specs import ARCHITECTURE_PARAMS, UserModelSpec
 from jobstore.records import CheckpointRecord

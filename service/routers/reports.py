@@ -1,7 +1,7 @@
 """A job's outputs: its report in four formats and every artifact, streamed from the artifact store.
 
 Artifacts live under the prefix the job's winning execution published to
-(`jobs/<job_id>/result-<token>/`, recorded by its fenced finish). Names are checked by core.artifacts.check_name
+(`jobs/<job_id>/result-<token>/`, recorded by its fenced finish). Names are checked by artifactstore.check_name
 before anything else happens, so `../`, `%2e%2e` (decoded by the server before routing), absolute
 paths and hidden files are a 400 and never reach the file system.
 """
@@ -13,7 +13,7 @@ import mimetypes
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from core.artifacts import UnsafeName, check_name
+from artifactstore import UnsafeName, check_name
 from core.jobs import JobStatus
 from jobstore.records import JobRecord
 from service.auth import Tenant

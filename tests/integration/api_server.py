@@ -23,7 +23,7 @@ import httpx
 import redis
 from rq import Queue
 
-from core.artifacts import ArtifactStore
+from artifactstore import ArtifactStore
 from core.settings import Settings
 from jobstore.store import JobStore
 from robustlab.embedded_redis import free_port

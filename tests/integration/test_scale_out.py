@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.artifacts import ArtifactStore
+from artifactstore import ArtifactStore
 from core.jobs import JobStatus
 from robustlab.embedded_redis import free_port
 from tests.integration.processes import Service, kill_tree, tiny_spec, wait_for

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core.artifacts import ArtifactStore
+from artifactstore import ArtifactStore
 from core.jobs import JobKind, JobStatus
 from jobstore.records import CheckpointRecord
 from tests.integration.processes import Service, running_service, tiny_spec, wait_for

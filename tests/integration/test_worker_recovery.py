@@ -18,7 +18,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from core.artifacts import ArtifactStore
+from artifactstore import ArtifactStore
 from core.jobs import JobError, JobStatus
 from jobstore.queue import job_queue, rq_connection, rq_job_id
 from jobstore.store import now

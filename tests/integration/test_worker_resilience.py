@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core.artifacts import ArtifactStore
+from artifactstore import ArtifactStore
 from core.jobs import JobStatus
 from robustlab.embedded_redis import EmbeddedRedis
 from tests.integration.processes import Service, kill_tree, running_service, tiny_spec, wait_for

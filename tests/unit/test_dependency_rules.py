@@ -1,8 +1,9 @@
 """The dependency rule of DESIGN §4, checked twice: statically by import-linter, and by importing.
 
-core, reports, service and the CLI never import torch; models never imports Redis, RQ, HTTP, worker or
-service. The static check reads every import statement (including lazy ones inside functions);
-the dynamic one catches what it cannot see (imports through third-party packages, importlib).
+core, reports, the artifact store, service and the CLI never import torch; models never imports
+Redis, RQ, HTTP, worker or service. The static check reads every import statement (including lazy
+ones inside functions); the dynamic one catches what it cannot see (imports through third-party
+packages, importlib).
 """
 
 from __future__ import annotations
@@ -62,15 +63,17 @@ def test_contracts_state_the_rule() -> None:
     }
     assert {"torch", "models", "worker", "service"} <= forbidden["core"]
     assert {"torch", "torchattacks", "models"} <= forbidden["service"]
+    assert {"torch", "models", "worker", "service", "redis"} <= forbidden["artifactstore"]  # a storage adapter
     assert {"torch", "models", "worker", "service", "robustlab", "redis"} <= forbidden["reports"]
     assert "reports" in forbidden["core"]  # core is the ground: reports sits on it, never below it
     assert {"redis", "rq", "fastapi", "worker", "service"} <= forbidden["models"]
+    assert {"jobstore", "artifactstore"} <= forbidden["models"]  # the science does no storage I/O
 
 
 def test_contracts_catch_a_violation(tmp_path: Path) -> None:
     """A copy of core with a forbidden import, and a service that imports the science, must break."""
     shutil.copytree(REPO / "core", tmp_path / "core", ignore=shutil.ignore_patterns("__pycache__"))
-    for package in ("reports", "models", "worker", "service", "robustlab"):
+    for package in ("reports", "models", "artifactstore", "worker", "service", "robustlab"):
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("", encoding="utf-8")
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
@@ -108,7 +111,7 @@ sys.meta_path.insert(0, Watch)
 
 def test_core_reports_service_and_cli_do_not_import_torch() -> None:
     result = _python(_WATCH.format(watched=["torch", "torchattacks", "torchvision", "models"]) + """
-import core, core.enums, core.specs, core.catalog, service, robustlab.cli
+import artifactstore, core, core.enums, core.specs, core.catalog, service, robustlab.cli
 import reports, reports.files, reports.html_page, reports.plots, reports.render, reports.statistics
 from core import catalog
 from core.specs import load_spec
