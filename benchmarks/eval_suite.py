@@ -189,8 +189,11 @@ def main() -> None:
             s_acc, r_acc = suite["accuracy"][i], reference["accuracy"][i]
             disagree = int((suite["correct"][i] != reference["correct"][i]).sum())
             only_suite = int((reference["correct"][i] & ~suite["correct"][i]).sum())
+            # the samples (test-set positions) only the reference broke: what to look at when the suite is weaker
+            only_reference = (suite["correct"][i] & ~reference["correct"][i]).nonzero().flatten().tolist()
             row = {"model": name, "eps": eps, "samples": len(x), "clean": clean, "suite": s_acc, "autoattack": r_acc,
                    "excess_pt": 100 * (s_acc - r_acc), "disagree": disagree, "suite_only_broken": only_suite,
+                   "reference_only_broken": only_reference,
                    "suite_seconds": suite["seconds"], "autoattack_seconds": reference["seconds"],
                    "suite_gradients": suite["gradients"], "autoattack_gradients": reference["gradients"],
                    "suite_forwards": suite["forwards"], "autoattack_forwards": reference["forwards"],
@@ -200,9 +203,14 @@ def main() -> None:
                   f"{disagree:>8d} {suite['seconds']:>8.1f} {reference['seconds']:>8.1f} "
                   f"{reference['seconds'] / max(suite['seconds'], 1e-9):>7.1f}× {suite['gradients']:>11d} "
                   f"{reference['gradients']:>10d} {suite['forwards']:>10d} {reference['forwards']:>10d}", flush=True)
+            if only_reference:
+                print(f"   ε {eps:g}: only the reference broke samples {only_reference}", flush=True)
         print("   members: " + "; ".join(f"ε {m['eps']:g} {m['member']} broke {m['broken']}/{m['attacked']} "
                                          f"({m['gradient_evaluations']} grads, {m['forwards']} fwd)"
                                          for m in suite["members"]), flush=True)
+    if not rows:
+        print(f"no model selected (--only {' '.join(args.only or [])}); the checkpoints are trained and cached")
+        return
     total_suite = sum(r["suite_seconds"] for r in rows[::2])
     total_ref = sum(r["autoattack_seconds"] for r in rows[::2])
     worst = max(rows, key=lambda r: r["excess_pt"])
