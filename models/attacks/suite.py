@@ -46,6 +46,7 @@ class Member:
     focus: int = 0
 
 
+FOCUS_WITHIN = 0.4  # only survivors whose screened targeted DLR loss is above −0.4 get the focus
 NEAR_BOUNDARY = 0.2  # targeted DLR loss above −0.2 after the focus: worth fresh starts
 NEAR_RESTARTS = 3
 BORDERLINE = 0.05  # still above −0.05 after those: a coin flip per start, worth many more
@@ -155,7 +156,10 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
     1. screen: every survivor against each of its `targets` most likely wrong classes for
        `screen_steps` iterations from one random start;
     2. focus: the `focus` targets whose DLR loss came closest to the boundary, `steps` more
-       iterations warm-started from the screening's best point;
+       iterations warm-started from the screening's best point, for the survivors whose screened
+       loss is above −FOCUS_WITHIN (on the models of benchmarks/focus_threshold.py every sample the
+       focus broke, and every one it brought within NEAR_BOUNDARY, had screened above −0.3; about
+       half the survivors at ε 0.1 screen below −0.4 and were never broken by it);
     3. near: survivors within NEAR_BOUNDARY of the boundary get NEAR_RESTARTS fresh starts on
        their best target;
     4. borderline: survivors still within BORDERLINE get `steps` iterations on their next
@@ -183,14 +187,14 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
         ctx.mark(i, index, (~alive).cpu())
         best_loss, best_x = screened.loss_best, screened.x_best  # R×n and R×n×…: per (target, sample)
         stages = [
-            (0.0, [("warm", k) for k in range(min(focus, len(ranks)))]),
+            (FOCUS_WITHIN, [("warm", k) for k in range(min(focus, len(ranks)))]),
             (NEAR_BOUNDARY, [("fresh", 0)] * NEAR_RESTARTS),
             (BORDERLINE, [("warm", k) for k in range(1, borderline_targets)]
              + [("fresh", 0)] * (BORDERLINE_RESTARTS - BORDERLINE_RESTARTS // 3)
              + [("fresh", 1)] * (BORDERLINE_RESTARTS // 3)),
         ]
         for stage, (within, replicas) in enumerate(stages):
-            chosen = alive if stage == 0 else alive & (best_loss.amax(dim=0) > -within)
+            chosen = alive & (best_loss.amax(dim=0) > -within)
             rows = chosen.nonzero().flatten()
             if not rows.numel() or not replicas:
                 continue
