@@ -160,12 +160,14 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
        loss is above −FOCUS_WITHIN (on the models of benchmarks/focus_threshold.py every sample the
        focus broke, and every one it brought within NEAR_BOUNDARY, had screened above −0.3; about
        half the survivors at ε 0.1 screen below −0.4 and were never broken by it);
-    3. near: survivors within NEAR_BOUNDARY of the boundary get NEAR_RESTARTS fresh starts on
-       their best target;
-    4. borderline: survivors still within BORDERLINE get `steps` iterations on their next
-       BORDERLINE_TARGETS − 1 targets (warm: which target falls first is as much luck as which
-       start) and BORDERLINE_RESTARTS fresh starts, two thirds on their best target and one
-       third on the second best.
+    3. near: survivors within NEAR_BOUNDARY of the boundary get `steps` iterations on their next
+       BORDERLINE_TARGETS − 1 targets (warm: ten screening iterations rank the targets only
+       roughly; a target ranked second can fall where the first does not) and NEAR_RESTARTS fresh
+       starts on their best target;
+    4. borderline: survivors still within BORDERLINE get `steps` more iterations on their next
+       BORDERLINE_TARGETS − 1 targets as ranked now (warm: which target falls first is as much
+       luck as which start) and BORDERLINE_RESTARTS fresh starts, two thirds on their best target
+       and one third on the second best.
 
     Near the boundary the outcome is decided by the start: on the models of
     benchmarks/eval_suite.py a survivor whose targeted DLR loss came within a few hundredths of 0
@@ -188,7 +190,7 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
         best_loss, best_x = screened.loss_best, screened.x_best  # R×n and R×n×…: per (target, sample)
         stages = [
             (FOCUS_WITHIN, [("warm", k) for k in range(min(focus, len(ranks)))]),
-            (NEAR_BOUNDARY, [("fresh", 0)] * NEAR_RESTARTS),
+            (NEAR_BOUNDARY, [("warm", k) for k in range(1, borderline_targets)] + [("fresh", 0)] * NEAR_RESTARTS),
             (BORDERLINE, [("warm", k) for k in range(1, borderline_targets)]
              + [("fresh", 0)] * (BORDERLINE_RESTARTS - BORDERLINE_RESTARTS // 3)
              + [("fresh", 1)] * (BORDERLINE_RESTARTS // 3)),
