@@ -14,15 +14,11 @@ of them broke it.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
-from eval_suite import REPO, trained  # this folder is on sys.path when the script runs
+from eval_suite import diagnosis_arguments, mnist_model, mnist_split  # this folder is on sys.path
 
-from core.specs.dataset import ImageFileDataset
-from core.specs.model import LeNet5Model
 from models.attacks.apgd import apgd_run, apgd_start_noise
-from models.datasets import load_dataset
 
 
 def starts(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
@@ -36,15 +32,11 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.2)
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--starts", type=int, default=20)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/robustlab-eval-suite"))
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
-    parser.add_argument("--threads", type=int, default=1)
+    diagnosis_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_dataset(ImageFileDataset(name="mnist", data_dir=args.data_dir, split_test_set=True,
-                                         train_size=1000, test_size=2000, seed=0))
-    model = trained(args.model.removeprefix("mnist-"), data, LeNet5Model(architecture="lenet5"), 10, args.cache,
-                    "mnist")
+    data = mnist_split(args.data_dir)
+    model = mnist_model(args.model, data, args.cache)
     x, y, eps = data.x_test[: args.samples], data.y_test[: args.samples], args.eps
     with torch.no_grad():
         ranked = model(x).argsort(dim=1, descending=True)

@@ -96,6 +96,26 @@ def trained(name: str, data: DatasetBundle, architecture: Any, epochs: int, cach
     return model.eval()
 
 
+def mnist_split(data_dir: Path) -> DatasetBundle:
+    """The MNIST split of the benchmark: 1,000 training images of one half of the test set, 2,000 of the other."""
+    return load_dataset(ImageFileDataset(name="mnist", data_dir=data_dir, split_test_set=True,
+                                         train_size=1000, test_size=2000, seed=0))
+
+
+def diagnosis_arguments(parser: argparse.ArgumentParser) -> None:
+    """--cache, --data-dir and --threads, for the scripts that look into this benchmark's MNIST models."""
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/robustlab-eval-suite"))
+    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
+    parser.add_argument("--threads", type=int, default=1)
+
+
+def mnist_model(name: str, data: DatasetBundle, cache: Path) -> nn.Module:
+    """The benchmark's LeNet-5 trained with regularizer `name` ('mnist-' prefix optional), cached in `cache`."""
+    from core.specs.model import LeNet5Model
+
+    return trained(name.removeprefix("mnist-"), data, LeNet5Model(architecture="lenet5"), 10, cache, "mnist")
+
+
 def measure(model: nn.Module, x: Tensor, y: Tensor, spec: Any, batch_size: int) -> dict[str, Any]:
     started = time.perf_counter()
     result = run_attack(model, x, y, spec, seed=0, batch_size=batch_size)
@@ -154,13 +174,9 @@ def main() -> None:
     for name in ("erm", "doubleback"):
         models[f"digits-{name}"] = (trained(name, digits, mlp, 20, args.cache, "digits"), digits)
     if all((args.data_dir / f).exists() for f in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")):
-        from core.specs.model import LeNet5Model
-
-        mnist = load_dataset(ImageFileDataset(name="mnist", data_dir=args.data_dir, split_test_set=True,
-                                              train_size=1000, test_size=2000, seed=0))
-        lenet = LeNet5Model(architecture="lenet5")
+        mnist = mnist_split(args.data_dir)
         for name in REGULARIZERS:
-            models[f"mnist-{name}"] = (trained(name, mnist, lenet, 10, args.cache, "mnist"), mnist)
+            models[f"mnist-{name}"] = (mnist_model(name, mnist, args.cache), mnist)
         erm = models["mnist-erm"][0]
         models["masked-saturated"] = (Saturated(erm).eval(), mnist)
         models["masked-rounded"] = (Rounded(erm).eval(), mnist)

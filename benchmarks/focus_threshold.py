@@ -16,16 +16,12 @@ below it. A threshold below which nothing is broken or brought near is one the f
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
-from eval_suite import REPO, trained  # this folder is on sys.path when the script runs
+from eval_suite import diagnosis_arguments, mnist_model, mnist_split  # this folder is on sys.path
 
-from core.specs.dataset import ImageFileDataset
-from core.specs.model import LeNet5Model
 from models.attacks.apgd import apgd_run, apgd_start_noise
 from models.attacks.suite import NEAR_BOUNDARY, STANDARD
-from models.datasets import load_dataset
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.7)
 
@@ -40,16 +36,13 @@ def main() -> None:
                         help="regularizer names of eval_suite.py's MNIST models")
     parser.add_argument("--eps", nargs="+", type=float, default=[0.1, 0.2])
     parser.add_argument("--samples", type=int, default=500)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/robustlab-eval-suite"))
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
-    parser.add_argument("--threads", type=int, default=1)
+    diagnosis_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ce_member, targeted, _ = STANDARD
-    data = load_dataset(ImageFileDataset(name="mnist", data_dir=args.data_dir, split_test_set=True,
-                                         train_size=1000, test_size=2000, seed=0))
+    data = mnist_split(args.data_dir)
     for name in args.models:
-        model = trained(name, data, LeNet5Model(architecture="lenet5"), 10, args.cache, "mnist")
+        model = mnist_model(name, data, args.cache)
         x, y = data.x_test[: args.samples], data.y_test[: args.samples]
         with torch.no_grad():
             ranked = model(x).argsort(dim=1, descending=True)

@@ -13,16 +13,12 @@ checkpoint trained and cached by benchmarks/eval_suite.py (same --cache; trained
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
-from eval_suite import REPO, trained  # this folder is on sys.path when the script runs
+from eval_suite import diagnosis_arguments, mnist_model, mnist_split  # this folder is on sys.path
 
-from core.specs.dataset import ImageFileDataset
-from core.specs.model import LeNet5Model
 from models.attacks.apgd import apgd_run, apgd_start_noise
 from models.attacks.suite import STANDARD
-from models.datasets import load_dataset
 
 
 def main() -> None:
@@ -31,16 +27,12 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.2)
     parser.add_argument("--samples", nargs="+", type=int, default=[450], help="test-set positions")
     parser.add_argument("--starts", type=int, default=20)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/robustlab-eval-suite"))
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
-    parser.add_argument("--threads", type=int, default=1)
+    diagnosis_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     targeted = STANDARD[1]
-    data = load_dataset(ImageFileDataset(name="mnist", data_dir=args.data_dir, split_test_set=True,
-                                         train_size=1000, test_size=2000, seed=0))
-    model = trained(args.model.removeprefix("mnist-"), data, LeNet5Model(architecture="lenet5"), 10, args.cache,
-                    "mnist")
+    data = mnist_split(args.data_dir)
+    model = mnist_model(args.model, data, args.cache)
     for position in args.samples:
         x, y = data.x_test[position:position + 1], data.y_test[position:position + 1]
         with torch.no_grad():
