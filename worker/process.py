@@ -180,13 +180,18 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
         worker.store.redis.set(keys.worker_heartbeat(worker.name), json.dumps(info), ex=presence_ttl)
         worker.store.redis.sadd(keys.workers(), worker.name)
 
-    announce()
-    worker.reaper.run_once()  # jobs orphaned while no worker ran: at once, not after a first interval
-    reaper = ReaperThread(worker.reaper, on_tick=announce)
-    reaper.start()
-    log.info("worker %s on queue %r (Redis %s, artifacts %s)", worker.name, settings.queue,
-             connection.connection_pool.connection_kwargs.get("host", "?"), settings.artifact_root)
+    # Until RQ's loop installs its own handlers, SIGTERM/SIGINT would kill the process outright and
+    # leave the presence key to expire: /readyz would report a stopped worker for seconds.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _stop_before_loop)
+    reaper: ReaperThread | None = None
     try:
+        announce()
+        worker.reaper.run_once()  # jobs orphaned while no worker ran: at once, not after a first interval
+        reaper = ReaperThread(worker.reaper, on_tick=announce)
+        reaper.start()
+        log.info("worker %s on queue %r (Redis %s, artifacts %s)", worker.name, settings.queue,
+                 connection.connection_pool.connection_kwargs.get("host", "?"), settings.artifact_root)
         while True:
             try:
                 worked = worker.work(burst=burst, logging_level="INFO", with_scheduler=False)
@@ -198,12 +203,19 @@ def run_worker(settings: Settings, *, burst: bool = False, name: str | None = No
             # RQ's loop ended on an error (Redis away too long, or one it does not handle): start again
             wait_for_redis(connection, worker)
     finally:
-        reaper.stop()
+        if reaper is not None:
+            reaper.stop()
         try:
             worker.store.redis.delete(keys.worker_heartbeat(worker.name))
             worker.store.redis.srem(keys.workers(), worker.name)
         except redis.RedisError:
             pass
+
+
+def _stop_before_loop(signum: int, frame: object) -> None:
+    """A stop signal before RQ's loop runs: leave through run_worker's cleanup (the presence goodbye)."""
+    log.info("worker: %s before the work loop started; stopping", signal.Signals(signum).name)
+    raise SystemExit(0)
 
 
 def wait_for_redis(connection: redis.Redis, worker: RobustlabWorker) -> None:

@@ -83,6 +83,38 @@ def _ready(api: ApiServer) -> httpx.Response:
     return httpx.get(f"{api.url}/readyz", timeout=10)
 
 
+def test_a_worker_stopped_as_soon_as_it_is_announced_says_goodbye(api: ApiServer, tmp_path: Path) -> None:
+    """SIGTERM the moment the presence key appears, before RQ's loop has installed its handlers:
+    the worker still leaves through its cleanup (exit 0, presence deleted), not by the signal's
+    default action, which would leave /readyz reporting it until the key expired."""
+    import redis
+
+    from jobstore.records import Keys
+
+    name = f"early-stop-{os.getpid()}"
+    key = Keys(api.settings.key_prefix).worker_heartbeat(name)
+    client = redis.Redis.from_url(str(api.settings.redis_url))
+    env = {**os.environ, "ROBUSTLAB_REDIS_URL": str(api.settings.redis_url),
+           "ROBUSTLAB_KEY_PREFIX": api.settings.key_prefix, "ROBUSTLAB_QUEUE": api.settings.queue,
+           "ROBUSTLAB_DATA_DIR": str(tmp_path / "worker-data")}
+    with (tmp_path / "worker.log").open("ab") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "robustlab.cli", "worker", "--name", name], cwd=REPO,
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not client.exists(key):
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            assert time.monotonic() < deadline, "the worker never announced itself"
+            time.sleep(0.01)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0, (tmp_path / "worker.log").read_text()
+        assert not client.exists(key)  # deleted on the way out, not left to expire
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=10)
+
+
 def test_health_and_readiness_follow_the_workers(api: ApiServer, tmp_path: Path) -> None:
     assert httpx.get(f"{api.url}/healthz").json() == {"status": "ok", "checks": {}}
     not_ready = _ready(api)
