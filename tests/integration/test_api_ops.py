@@ -83,6 +83,13 @@ def _ready(api: ApiServer) -> httpx.Response:
     return httpx.get(f"{api.url}/readyz", timeout=10)
 
 
+def _worker_env(api: ApiServer, tmp_path: Path) -> dict[str, str]:
+    """A real robustlab worker's environment on the API's queue (its own: it never sees other tests' jobs)."""
+    return {**os.environ, "ROBUSTLAB_REDIS_URL": str(api.settings.redis_url),
+            "ROBUSTLAB_KEY_PREFIX": api.settings.key_prefix, "ROBUSTLAB_QUEUE": api.settings.queue,
+            "ROBUSTLAB_DATA_DIR": str(tmp_path / "worker-data")}
+
+
 def test_a_worker_stopped_as_soon_as_it_is_announced_says_goodbye(api: ApiServer, tmp_path: Path) -> None:
     """SIGTERM the moment the presence key appears, before RQ's loop has installed its handlers:
     the worker still leaves through its cleanup (exit 0, presence deleted), not by the signal's
@@ -94,9 +101,7 @@ def test_a_worker_stopped_as_soon_as_it_is_announced_says_goodbye(api: ApiServer
     name = f"early-stop-{os.getpid()}"
     key = Keys(api.settings.key_prefix).worker_heartbeat(name)
     client = redis.Redis.from_url(str(api.settings.redis_url))
-    env = {**os.environ, "ROBUSTLAB_REDIS_URL": str(api.settings.redis_url),
-           "ROBUSTLAB_KEY_PREFIX": api.settings.key_prefix, "ROBUSTLAB_QUEUE": api.settings.queue,
-           "ROBUSTLAB_DATA_DIR": str(tmp_path / "worker-data")}
+    env = _worker_env(api, tmp_path)
     with (tmp_path / "worker.log").open("ab") as log:
         worker = subprocess.Popen([sys.executable, "-m", "robustlab.cli", "worker", "--name", name], cwd=REPO,
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -121,10 +126,7 @@ def test_health_and_readiness_follow_the_workers(api: ApiServer, tmp_path: Path)
     assert not_ready.status_code == 503
     assert not_ready.json()["checks"]["redis"] == "ok" and "no worker" in not_ready.json()["checks"]["workers"]
 
-    # A real robustlab worker on the API's queue (a queue of its own: it never sees other tests' jobs).
-    env = {**os.environ, "ROBUSTLAB_REDIS_URL": str(api.settings.redis_url),
-           "ROBUSTLAB_KEY_PREFIX": api.settings.key_prefix, "ROBUSTLAB_QUEUE": api.settings.queue,
-           "ROBUSTLAB_DATA_DIR": str(tmp_path / "worker-data")}
+    env = _worker_env(api, tmp_path)
 
     def start_worker() -> subprocess.Popen[bytes]:
         with (tmp_path / "worker.log").open("ab") as log:
