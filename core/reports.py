@@ -76,6 +76,7 @@ class SuiteMember(_Model):
     eps: float
     attacked: int  # samples still unbroken when it started
     broken: int  # of those, the samples it broke
+    pruned: int = 0  # of the rest, the samples a black-box member gave up on before its budget ran out
     gradient_evaluations: int
     forwards: int
     seconds: float

@@ -17,7 +17,9 @@ is recorded per radius in `ctx.members`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -25,7 +27,7 @@ from torch import Tensor
 from core.specs.evaluation import APGDAttack, SuiteSpec
 from models.attacks.apgd import ApgdOutcome, apgd_run, apgd_start_noise
 from models.attacks.context import CountingModel, SweepContext
-from models.attacks.reference import square_at
+from models.attacks.square import square_at
 
 # Streams of random starts: each member draws its own, independent of the others.
 _STREAM_CE, _STREAM_DLR, _STREAM_TARGETED, _STREAM_SQUARE = 0, 1_000, 2_000, 9_000
@@ -54,6 +56,11 @@ BORDERLINE_RESTARTS = 24
 BORDERLINE_TARGETS = 3  # a borderline survivor is also pursued on its next two targets
 ESCALATE_SHARE = 0.01  # Square breaking more than this share of the white-box survivors escalates it
 ESCALATED_QUERIES = 5000  # AutoAttack's Square budget
+# The escalated Square leaves a sample alone once its margin is still above this share of its start
+# margin at these queries: on four masked LeNet-5s (benchmarks/square_pruning.py) no sample Square
+# broke later had been above 0.36 at 250, 0.13 at 500 or 0.01 at 1,000.
+SQUARE_PRUNE = {250: 0.6, 500: 0.3, 1000: 0.1}
+ESCALATED_RESTARTS = 1
 
 # The standard suite: APGD-CE, then focused APGD-T (9 targets screened, the best one pursued), then Square.
 STANDARD = (
@@ -235,44 +242,55 @@ def members_for(num_classes: int) -> tuple[Member, ...]:
     return Member(ce.name, "apgd", loss="ce", steps=ce.steps, restarts=2), square
 
 
+def _run_member(ctx: SweepContext, i: int, name: str, attack: Callable[[], int | None]) -> tuple[int, int]:
+    """Run one member at radius i on the samples still unbroken there and record what it broke and
+    cost in ctx.members (`attack` may return how many samples it gave up on early); (before, after)."""
+    counter = ctx.model if isinstance(ctx.model, CountingModel) else None
+    before = int(ctx.advance(i).numel())
+    grads, forwards = counter.counts() if counter else (0, 0)
+    started = time.perf_counter()
+    pruned = attack() if before else None
+    after = int(ctx.advance(i).numel())
+    g2, f2 = counter.counts() if counter else (0, 0)
+    record: dict[str, object] = {"member": name, "eps": ctx.eps[i], "attacked": before, "broken": before - after,
+                                 "gradient_evaluations": g2 - grads, "forwards": f2 - forwards,
+                                 "seconds": time.perf_counter() - started}
+    if pruned is not None:
+        record["pruned"] = pruned
+    ctx.members.append(record)
+    return before, after
+
+
+def _member_attack(ctx: SweepContext, i: int, member: Member) -> Callable[[], int | None]:
+    if member.kind == "square":
+        return lambda: square_at(ctx, i, member.queries, stream=_STREAM_SQUARE)
+    if member.screen_steps:
+        return lambda: focused_targets_at(ctx, i, targets=member.targets, screen_steps=member.screen_steps,
+                                          focus=member.focus, steps=member.steps, stream=_STREAM_TARGETED)
+    stream = _STREAM_TARGETED if member.targets else _STREAM_DLR if member.loss == "dlr" else _STREAM_CE
+    return lambda: apgd_at(ctx, i, loss=member.loss, steps=member.steps, restarts=member.restarts,
+                           targets=member.targets, stream=stream)
+
+
 def run_suite(ctx: SweepContext, spec: SuiteSpec) -> dict[str, int]:
     """The standard suite at each radius, ascending: every member on the survivors of the earlier ones."""
     stats = ctx.clean_pass()
-    counter = ctx.model if isinstance(ctx.model, CountingModel) else None
     members = members_for(ctx.num_classes)
-    for i, eps in enumerate(ctx.eps):
+    for i in range(len(ctx.eps)):
         for member in members:
-            before = int(ctx.advance(i).numel())
-            grads, forwards = counter.counts() if counter else (0, 0)
-            started = time.perf_counter()
             if member.kind == "square":
                 if ctx.white_broken is None:
                     ctx.white_broken = torch.zeros_like(ctx.broken)
                 ctx.white_broken[i] = ctx.broken[i]  # what the white-box members broke (transfer check)
-            if before:
-                if member.kind == "square":
-                    square_at(ctx, i, ctx.norm, member.queries, stream=_STREAM_SQUARE)
-                elif member.screen_steps:
-                    focused_targets_at(ctx, i, targets=member.targets, screen_steps=member.screen_steps,
-                                       focus=member.focus, steps=member.steps, stream=_STREAM_TARGETED)
-                else:
-                    stream = _STREAM_TARGETED if member.targets else _STREAM_DLR if member.loss == "dlr" else _STREAM_CE
-                    apgd_at(ctx, i, loss=member.loss, steps=member.steps, restarts=member.restarts,
-                            targets=member.targets, stream=stream)
-            after = int(ctx.advance(i).numel())
-            g2, f2 = counter.counts() if counter else (0, 0)
-            ctx.members.append({"member": member.name, "eps": eps, "attacked": before, "broken": before - after,
-                                "gradient_evaluations": g2 - grads, "forwards": f2 - forwards,
-                                "seconds": time.perf_counter() - started})
+            before, after = _run_member(ctx, i, member.name, _member_attack(ctx, i, member))
             if member.kind == "square" and after and before - after > ESCALATE_SHARE * before:
                 # the gradient-free control beat the white-box members: their gradients mislead
-                # (masking), so the black-box search gets AutoAttack's full budget on the rest
-                started, grads, forwards = time.perf_counter(), g2, f2
-                square_at(ctx, i, ctx.norm, ESCALATED_QUERIES, stream=_STREAM_SQUARE + 1)
-                left = int(ctx.advance(i).numel())
-                g3, f3 = counter.counts() if counter else (0, 0)
-                ctx.members.append({"member": f"square-{ESCALATED_QUERIES}", "eps": eps, "attacked": after,
-                                    "broken": after - left,
-                                    "gradient_evaluations": g3 - grads, "forwards": f3 - forwards,
-                                    "seconds": time.perf_counter() - started})
+                # (masking), so the black-box search gets AutoAttack's budget on the rest, and
+                # another independent search for what the first left
+                for restart in range(ESCALATED_RESTARTS):
+                    if not ctx.advance(i).numel():
+                        break
+                    name = f"square-{ESCALATED_QUERIES}" + (f"-restart-{restart}" if restart else "")
+                    _run_member(ctx, i, name, partial(square_at, ctx, i, ESCALATED_QUERIES,
+                                                      stream=_STREAM_SQUARE + 1 + restart, prune=SQUARE_PRUNE))
     return stats

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 from core.specs import EvaluationSpec
-from core.specs.evaluation import APGDAttack, AutoAttackSpec, PGDAttack, SuiteSpec
+from core.specs.evaluation import APGDAttack, AutoAttackSpec, PGDAttack, SquareAttack, SuiteSpec
 from models.architectures import build_model
 from models.attacks import context as context_module
 from models.attacks import run_attack
@@ -193,6 +193,35 @@ def test_suite_sees_through_saturated_logits(trained) -> None:
     plain = run_attack(model, x, y, spec, seed=0, batch_size=N).accuracy()[0]
     saturated = run_attack(_Saturated(model).eval(), x, y, spec, seed=0, batch_size=N).accuracy()[0]
     assert saturated <= plain + 0.05
+
+
+class _Rounded(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.inner(torch.round(x * 3) / 3)
+        return out
+
+
+def test_suite_escalates_square_on_a_rounded_model_and_gives_up_on_hopeless_samples(trained) -> None:
+    """Zero input gradient: Square beats the white-box members, so it gets AutoAttack's 5,000 queries,
+    minus those of the samples it is not getting anywhere with; still as strong as torchattacks' full
+    Square-5000 (other random draws) at a fraction of its forwards."""
+    model, x, y = trained
+    rounded = _Rounded(model).eval()
+    eps = [0.05, 0.1]
+    suite = run_attack(rounded, x, y, SuiteSpec(kind="suite", eps=eps), seed=0, batch_size=N)
+    square = run_attack(rounded, x, y, SquareAttack(kind="square", eps=eps, queries=5000), seed=0, batch_size=N)
+    for ours, theirs in zip(suite.accuracy(), square.accuracy(), strict=True):
+        assert ours <= theirs + 1 / N
+    escalated = [m for m in suite.members if m["member"] == "square-5000"]
+    assert [m["eps"] for m in escalated] == eps
+    for m in escalated:
+        assert m["pruned"] > m["attacked"] // 2
+        assert m["forwards"] < 0.25 * m["attacked"] * 5001
+    assert suite.forwards * 4 < square.forwards
 
 
 def test_bf16_pgd_never_reports_more_than_fp32(trained, monkeypatch) -> None:
