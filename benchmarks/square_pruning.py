@@ -11,7 +11,9 @@ rule "prune if margin > threshold × start margin" would drop, how many of those
 broke later (lost), and the share of queries it would save. By default it looks at test positions
 500-999, not the first 500 that eval_suite.py measures, so a rule chosen here is checked there on
 samples it was not chosen on. The last line per model applies the suite's own rule
-(`suite.SQUARE_PRUNE`, each sample dropped at the first checkpoint it fails). Checkpoints are
+(`suite.SQUARE_PRUNE`, each sample dropped at the first checkpoint it fails) and compares the
+full search with the suite's escalation: `ESCALATED_RESTARTS` pruned searches with other random
+draws, each on what the earlier ones left. Checkpoints are
 trained and cached by eval_suite.py (same --cache).
 """
 
@@ -25,7 +27,7 @@ from eval_suite import Rounded, diagnosis_arguments, mnist_model, mnist_split  #
 from torch import Tensor
 
 from models.attacks.square import square_attack
-from models.attacks.suite import SQUARE_PRUNE
+from models.attacks.suite import ESCALATED_RESTARTS, SQUARE_PRUNE
 
 THRESHOLDS = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5)
 
@@ -84,6 +86,17 @@ def main() -> None:
                 spent[drop], dropped = checkpoint + 1, dropped | drop
         print(f"  the suite's rule {SQUARE_PRUNE}: drops {int(dropped.sum())}, loses {int((dropped & broken).sum())}, "
               f"spends {int(spent.sum()):,} queries ({int(spent.sum()) / total:.0%} of the full search)", flush=True)
+        escalated, queries = torch.zeros_like(broken), 0
+        for restart in range(ESCALATED_RESTARTS):  # the suite's escalation: pruned searches with other draws
+            left = (~escalated).nonzero().flatten()
+            with torch.no_grad():
+                run = square_attack(model, x[left], y[left], eps=args.eps, norm="linf", queries=args.queries,
+                                    seed=1 + restart, prune=SQUARE_PRUNE)
+            escalated[left[run.margin <= 0]] = True
+            queries += int(run.queries.sum())
+        print(f"  the suite's {ESCALATED_RESTARTS} pruned searches (other draws) broke {int(escalated.sum())} "
+              f"({int((escalated & ~broken).sum())} the full search did not, {int((broken & ~escalated).sum())} "
+              f"the other way round) with {queries:,} queries ({queries / total:.0%})", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ trajectory as it is; given the same start the surviving samples follow the refer
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -122,6 +123,8 @@ def apgd_run(
     rho: float = 0.75,
     eot: int = 1,
     stop_stationary: bool = True,
+    give_up: Mapping[int, float] | None = None,
+    watch: Callable[[int, Tensor, Tensor], None] | None = None,
 ) -> ApgdOutcome:
     """APGD from `start` (inside the ball and [0, 1]) with per-sample early stop, in fp32.
 
@@ -132,6 +135,11 @@ def apgd_run(
     point, leaves it exactly where it is (L2's projection rescales, so it is not exact there): the
     rest of its iterations could not change its outcome. This is what a masked model's zero input
     gradient (rounding, a saturated softmax) costs otherwise: all the iterations for nothing.
+
+    `give_up` {iteration: loss}: after that iteration a row whose best loss is still below `loss`
+    is dropped unfound (the rows kept follow exactly the iterates they would without it).
+    `watch(iteration, rows, best loss)` sees the rows still running after each iteration
+    (benchmarks/borderline_give_up.py reads the trajectories with it).
     """
     n = x.shape[0]
     steps_2, steps_min, size_decr = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
@@ -223,6 +231,11 @@ def apgd_run(
             if stop_stationary and eot == 1 and norm == "linf":
                 stationary = (~missed & (grad.flatten(1) == 0).all(dim=1) & (x_adv == x_old).flatten(1).all(dim=1)
                               & (x_adv == x_best).flatten(1).all(dim=1))
+            if give_up and i in give_up:
+                hopeless = ~missed & (loss_best < give_up[i])
+                stationary = hopeless if stationary is None else stationary | hopeless
+            if watch is not None:
+                watch(i, index, loss_best)
         if not drop(missed, stationary):
             break
     best_all[index] = loss_best

@@ -54,13 +54,14 @@ NEAR_RESTARTS = 3
 BORDERLINE = 0.05  # still above −0.05 after those: a coin flip per start, worth many more
 BORDERLINE_RESTARTS = 24
 BORDERLINE_TARGETS = 3  # a borderline survivor is also pursued on its next two targets
+GIVE_UP: dict[int, float] = {}  # the near and borderline stages stop a start whose best loss is below this
 ESCALATE_SHARE = 0.01  # Square breaking more than this share of the white-box survivors escalates it
 ESCALATED_QUERIES = 5000  # AutoAttack's Square budget
 # The escalated Square leaves a sample alone once its margin is still above this share of its start
 # margin at these queries: on four masked LeNet-5s (benchmarks/square_pruning.py) no sample Square
 # broke later had been above 0.36 at 250, 0.13 at 500 or 0.01 at 1,000.
 SQUARE_PRUNE = {250: 0.6, 500: 0.3, 1000: 0.1}
-ESCALATED_RESTARTS = 1
+ESCALATED_RESTARTS = 2
 
 # The standard suite: APGD-CE, then focused APGD-T (9 targets screened, the best one pursued), then Square.
 STANDARD = (
@@ -125,7 +126,7 @@ class _Replicas:
 
 
 def _replicated_dlr(ctx: SweepContext, i: int, xb: Tensor, yb: Tensor, starts: list[Tensor], targets: list[Tensor],
-                    steps: int) -> _Replicas:
+                    steps: int, give_up: dict[int, float] | None = None) -> _Replicas:
     """Targeted APGD-DLR from each (start, target) pair on the same m rows, run as one batch.
 
     The samples' replicas share each iteration, so R runs cost about the wall time of one where
@@ -148,7 +149,7 @@ def _replicated_dlr(ctx: SweepContext, i: int, xb: Tensor, yb: Tensor, starts: l
         out = apgd_run(ctx.model, xb[rows].repeat(count, *([1] * (xb.dim() - 1))), rep_y,
                        torch.cat([s[rows] for s in starts[first:first + group]]), eps=ctx.eps[i], norm=ctx.norm,
                        steps=steps, loss="dlr", target=torch.cat([t[rows] for t in targets[first:first + group]]),
-                       eot=ctx.eot)
+                       eot=ctx.eot, give_up=give_up)
         block = slice(first, first + count)
         confirmed[block, rows] = _confirm(ctx, rep_y, out, "dlr").view(count, len(rows))
         loss_best[block, rows] = out.loss_best.view(count, len(rows))
@@ -213,7 +214,8 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
                       ctx.starts(index[rows.cpu()], xb[rows], ctx.norm, i, stream + 1 + 100 * stage + r,
                                  apgd_start_noise)
                       for r, ((how, _), pick) in enumerate(zip(replicas, picks, strict=True))]
-            out = _replicated_dlr(ctx, i, xb[rows], yb[rows], starts, [classes[pick, rows] for pick in picks], steps)
+            out = _replicated_dlr(ctx, i, xb[rows], yb[rows], starts, [classes[pick, rows] for pick in picks], steps,
+                                  give_up=GIVE_UP if stage else None)
             hit = out.confirmed.any(dim=0)
             ctx.mark(i, index[rows.cpu()], hit.cpu())
             alive[rows[hit]] = False
