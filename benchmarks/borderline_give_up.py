@@ -51,10 +51,10 @@ class Recorder:
         losses: dict[int, Tensor] = {}
 
         def watch(i: int, rows: Tensor, best: Tensor) -> None:
-            if i + 1 in CHECKPOINTS:
+            if i in CHECKPOINTS:
                 full = torch.full((n,), float("nan"))
                 full[rows.cpu()] = best.cpu()
-                losses[i + 1] = full
+                losses[i] = full
 
         if not FULL:
             kwargs["give_up"] = suite.GIVE_UP

@@ -136,9 +136,9 @@ def apgd_run(
     rest of its iterations could not change its outcome. This is what a masked model's zero input
     gradient (rounding, a saturated softmax) costs otherwise: all the iterations for nothing.
 
-    `give_up` {iteration: loss}: after that iteration a row whose best loss is still below `loss`
-    is dropped unfound (the rows kept follow exactly the iterates they would without it).
-    `watch(iteration, rows, best loss)` sees the rows still running after each iteration
+    `give_up` {iterations: loss}: after that many iterations a row whose best loss is still below
+    `loss` is dropped unfound (the rows kept follow exactly the iterates they would without it).
+    `watch(iterations done, rows, best loss)` sees the rows still running after each iteration
     (benchmarks/borderline_give_up.py reads the trajectories with it).
     """
     n = x.shape[0]
@@ -231,11 +231,11 @@ def apgd_run(
             if stop_stationary and eot == 1 and norm == "linf":
                 stationary = (~missed & (grad.flatten(1) == 0).all(dim=1) & (x_adv == x_old).flatten(1).all(dim=1)
                               & (x_adv == x_best).flatten(1).all(dim=1))
-            if give_up and i in give_up:
-                hopeless = ~missed & (loss_best < give_up[i])
+            if give_up and i + 1 in give_up:
+                hopeless = ~missed & (loss_best < give_up[i + 1])
                 stationary = hopeless if stationary is None else stationary | hopeless
             if watch is not None:
-                watch(i, index, loss_best)
+                watch(i + 1, index, loss_best)
         if not drop(missed, stationary):
             break
     best_all[index] = loss_best

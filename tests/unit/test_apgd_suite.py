@@ -120,20 +120,20 @@ def test_apgd_give_up_stops_only_the_rows_below_the_threshold_and_changes_no_oth
     seen: dict[int, Tensor] = {}
 
     def watch(i: int, rows: Tensor, best: Tensor) -> None:
-        if i == 9:
+        if i == 10:
             seen[i] = torch.full((N,), float("nan")).index_put((rows,), best)
 
     full = apgd_run(model, x, y, start, eps=0.05, norm="linf", steps=40, loss="dlr", target=target, watch=watch)
     counted = context_module.CountingModel(model)
     stopped = apgd_run(counted, x, y, start, eps=0.05, norm="linf", steps=40, loss="dlr", target=target,
-                       give_up={9: -0.5})
-    hopeless = seen[9] < -0.5  # NaN (found by then) is not below
+                       give_up={10: -0.5})
+    hopeless = seen[10] < -0.5  # NaN (found by then) is not below
     assert 0 < int(hopeless.sum()) < N
     assert not (stopped.found & hopeless).any()
     kept = ~hopeless
     assert torch.equal(full.found[kept], stopped.found[kept])
     assert torch.equal(full.loss_best[kept], stopped.loss_best[kept])
-    assert torch.equal(stopped.loss_best[hopeless], seen[9][hopeless])
+    assert torch.equal(stopped.loss_best[hopeless], seen[10][hopeless])
     assert counted.gradients < N * 41 - int(hopeless.sum()) * 25
 
 
