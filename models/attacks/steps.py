@@ -105,34 +105,45 @@ def pgd_run(
     steps: int,
     step_size: float,
     autocast: Callable[[], AbstractContextManager[object]],
+    compact_every: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """PGD from `start` with per-sample early stop: (found N bool, x_found N×… adversarial inputs).
 
     One forward per step both checks the current iterates and gives the gradient for the next
-    step; a sample leaves the working batch at the first iterate the model misclassifies, and
-    that iterate (not the last one) is kept, so PGD's non-monotone path cannot undo a success.
-    After the last step one gradient-free forward checks the final iterates. The caller
-    re-verifies the found inputs in fp32 (this forward may run under bf16 autocast).
+    step; a sample's first iterate the model misclassifies is kept (not the last one), so PGD's
+    non-monotone path cannot undo a success, and its gradient is masked out from then on. Every
+    `compact_every` steps the found samples leave the working batch: that is the one point where
+    the host waits for the device (a GPU runs ahead in between: per-step waits cost more than
+    small models' steps; `sweep.COMPACT_EVERY`). The outcome does not depend on it: the samples
+    still searched take the same steps either way. After the last step one gradient-free forward
+    checks the final iterates. The caller re-verifies the found inputs in fp32 (this forward may
+    run under bf16 autocast).
     """
     found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     x_found = x.clone()
     index = torch.arange(x.shape[0], device=x.device)
     x_adv, x_nat, labels = start.detach(), x, y
+    done = torch.zeros_like(found)  # per row of the working batch: misclassified at some iterate
+    first = x_adv.clone()  # per row: its first misclassified iterate
     for step in range(steps + 1):
         last = step == steps
         leaf = x_adv if last else x_adv.requires_grad_(True)
         with torch.set_grad_enabled(not last), autocast():
             logits = model(leaf)
-        missed = logits.argmax(dim=1) != labels
-        if missed.any():
-            found[index[missed]] = True
-            x_found[index[missed]] = x_adv[missed].detach()
-        keep = ~missed
-        if last or not keep.any():
-            break
+        new = (logits.argmax(dim=1) != labels) & ~done
+        first = torch.where(new.view(-1, *([1] * (x.dim() - 1))), x_adv.detach(), first)
+        done = done | new
+        if last or (step + 1) % compact_every == 0:
+            found[index[done]] = True
+            x_found[index[done]] = first[done]
+            if last or bool(done.all()):
+                break
         with torch.enable_grad():
-            loss = F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum")
-            (grad,) = torch.autograd.grad(loss, leaf)
-        x_adv, x_nat, labels, index = x_adv.detach()[keep], x_nat[keep], labels[keep], index[keep]
-        x_adv = pgd_step(x_adv, x_nat, finite_gradient(grad[keep]), eps, step_size, norm)
+            per_sample = F.cross_entropy(logits.float(), labels, reduction="none")
+            (grad,) = torch.autograd.grad(torch.where(done, 0.0, per_sample).sum(), leaf)
+        x_adv = pgd_step(x_adv.detach(), x_nat, finite_gradient(grad), eps, step_size, norm)
+        if (step + 1) % compact_every == 0:
+            keep = ~done
+            x_adv, x_nat, labels, index = x_adv[keep], x_nat[keep], labels[keep], index[keep]
+            done, first = done[keep], first[keep]
     return found, x_found
