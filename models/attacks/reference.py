@@ -1,4 +1,4 @@
-"""AutoAttack and Square through torchattacks, inside the same sweep rules as our own attacks.
+"""AutoAttack through torchattacks, inside the same sweep rules as our own attacks.
 
 torchattacks is the reference implementation (DESIGN §3); these runners only decide what it is
 given: per radius, in ascending order, only the samples not yet broken at that radius, and its
@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from core.specs.evaluation import AutoAttackSpec, SquareAttack
-from models.attacks.context import SweepContext, restart_seed
+from core.specs.evaluation import AutoAttackSpec
+from models.attacks.context import SweepContext
 from models.attacks.steps import admissible
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,10 @@ def torchattacks_model(ctx: SweepContext) -> nn.Module:
     return ctx.model if ctx.x.dim() == 4 else ImageView(ctx.model, tuple(ctx.x.shape[1:]))
 
 
-def attack_at(ctx: SweepContext, i: int, attack: Callable[[Tensor, Tensor], Tensor], norm: str, name: str,
-              only: Tensor | None = None) -> None:
-    """Run a torchattacks attack at radius i on the samples still unbroken there (and in `only`, N bool)."""
+def attack_at(ctx: SweepContext, i: int, attack: Callable[[Tensor, Tensor], Tensor], norm: str, name: str) -> None:
+    """Run a torchattacks attack at radius i on the samples still unbroken there."""
     eps = ctx.eps[i]
     todo = ctx.advance(i)
-    if only is not None:
-        todo = todo[only[todo]]
     for index in ctx.chunks(todo):
         xb, yb = ctx.batch(index)
         with _fork_rng(ctx.device):
@@ -76,16 +73,6 @@ def sweep_with(ctx: SweepContext, factory: Factory, norm: str, name: str) -> Non
     for i, eps in enumerate(ctx.eps):
         if ctx.advance(i).numel():
             attack_at(ctx, i, factory(torchattacks_model(ctx), eps), norm, name)
-
-
-def square_at(ctx: SweepContext, i: int, norm: str, queries: int, stream: int = 0, only: Tensor | None = None) -> None:
-    """torchattacks.Square at radius i on the unbroken samples (seeded with ctx.seed and `stream`)."""
-    import torchattacks
-
-    attack = torchattacks.Square(torchattacks_model(ctx), norm=TORCHATTACKS_NORM[norm], eps=ctx.eps[i],
-                                 n_queries=queries,
-                                 seed=restart_seed(ctx.seed, i, stream))
-    attack_at(ctx, i, attack, norm, "square", only)
 
 
 # The original's settings (Croce & Hein 2020, fra31/auto-attack, version "standard"): torchattacks'
@@ -136,16 +123,3 @@ def run_autoattack(ctx: SweepContext, spec: AutoAttackSpec) -> None:
         return attack
 
     sweep_with(ctx, factory, spec.norm, "autoattack")
-
-
-def run_square(ctx: SweepContext, spec: SquareAttack) -> None:
-    """torchattacks.Square (score-based, no gradients): the black-box control of DESIGN §3."""
-    import torchattacks
-
-    def factory(model: nn.Module, eps: float) -> Callable[[Tensor, Tensor], Tensor]:
-        attack: Callable[[Tensor, Tensor], Tensor] = torchattacks.Square(
-            model, norm=TORCHATTACKS_NORM[spec.norm], eps=eps, n_queries=spec.queries, seed=ctx.seed,
-        )
-        return attack
-
-    sweep_with(ctx, factory, spec.norm, "square")

@@ -11,6 +11,11 @@ What torchattacks cannot do is stop a sample early unless it is broken. `prune` 
 its checkpoints a sample still unbroken whose margin is above `prune[q]` × its margin at the start
 is left alone from then on (the p schedule goes on for the others). That is where a black-box
 search spends its queries on a masked model: the samples it will never break keep all 5,000.
+
+Inputs that are not images go in as N×1×1×D, as torchattacks takes them. For L2 that is narrower
+than the published squares (at least 3 × 3, on a 5 × 5 starting grid), where torchattacks' Square
+fails (a division by zero); here such inputs start from random signs and the window is cut to the
+input's width, so `{kind: square}` and the suite's Square also run on tabular data.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from core.specs.evaluation import SquareAttack
 from models.attacks.context import SweepContext, restart_seed
 from models.attacks.steps import admissible
 
@@ -155,8 +161,12 @@ def _linf_candidate(draws: _Draws, x: Tensor, best: Tensor, eps: float, p: float
 
 
 def _l2_start(draws: _Draws, x: Tensor) -> Tensor:
-    """A grid of L2 squares with random signs, scaled to unit norm per sample."""
-    n, c, h, _ = x.shape
+    """A grid of L2 squares with random signs, scaled to unit norm per sample; inputs too small for a
+    5 × 5 grid of squares (vectors, seen as 1 × D images) start from random signs instead."""
+    n, c, h, w = x.shape
+    if h < 5 or w < 5:
+        signs = draws.signs([n, c, h, w])
+        return signs / (_l2_norms(signs) + 1e-12)
     delta = torch.zeros_like(x)
     s = h // 5
     first = (h - s * 5) // 2
@@ -172,6 +182,7 @@ def _l2_candidate(draws: _Draws, x: Tensor, best: Tensor, eps: float, p: float, 
     n, c, h, w = x.shape
     s = max(round(math.sqrt(p * features / c)), 3)
     s += 1 - s % 2  # odd
+    s = min(s, h, w)  # an image narrower than the square (a vector): the window is as wide as it
     delta = best - x
     vh, vw = draws.offset(h - s), draws.offset(w - s)
     vh2, vw2 = draws.offset(h - s), draws.offset(w - s)
@@ -217,3 +228,10 @@ def square_at(ctx: SweepContext, i: int, queries: int, stream: int = 0,
         pruned += int(out.pruned.sum())
         ctx.mark(i, index, ctx.misclassified(x_adv, yb) & admissible(xb, x_adv, eps, ctx.norm))
     return pruned
+
+
+def run_square(ctx: SweepContext, spec: SquareAttack) -> None:
+    """`{kind: square}`: Square (`spec.queries`, no pruning) at each radius, on what smaller ones left."""
+    for i in range(len(ctx.eps)):
+        if ctx.advance(i).numel():
+            square_at(ctx, i, spec.queries)

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from core.enums import AttackKind
 from core.specs.evaluation import AnyAttack, APGDAttack, FGSMAttack, PGDAttack
 from models.attacks.context import CountingModel, SweepContext, model_device, restart_seed
-from models.attacks.reference import run_autoattack, run_square
+from models.attacks.reference import run_autoattack
+from models.attacks.square import run_square
 from models.attacks.steps import fgsm_perturb, pgd_run, start_noise
 from models.attacks.suite import run_apgd, run_suite
 from models.registry import Registry

@@ -287,8 +287,12 @@ def test_suite_runs_on_vector_inputs() -> None:
         optimizer.step()
     model.eval()
     x, y = data.x_test[:100], data.y_test[:100]
-    result = run_attack(model, x, y, SuiteSpec(kind="suite", eps=[0.05, 0.1]), seed=0, batch_size=64)
     with torch.no_grad():
         clean = float((model(x).argmax(1) == y).double().mean())
-    assert result.accuracy()[1] <= result.accuracy()[0] <= clean
-    assert any(m["member"] == "square" for m in result.members)
+    # L2 too: narrower than the published squares, where torchattacks' Square divides by zero
+    for spec in (SuiteSpec(kind="suite", eps=[0.05, 0.1]), SuiteSpec(kind="suite", norm="l2", eps=[0.1, 0.3]),
+                 SquareAttack(kind="square", norm="l2", eps=[0.1, 0.3], queries=200)):
+        result = run_attack(model, x, y, spec, seed=0, batch_size=64)
+        assert result.accuracy()[1] <= result.accuracy()[0] <= clean
+        assert result.accuracy()[1] < clean  # it does attack
+        assert spec.kind == "square" or any(m["member"] == "square" for m in result.members)
