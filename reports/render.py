@@ -128,10 +128,11 @@ def worst_accuracy(run: RunReport, norm: str, eps: float) -> float | None:
 ATTACK_COST_HEADER = ("Regularizer", "Seed", "Attack", "Norm", "Gradient evaluations", "Forwards", "Seconds")
 ATTACK_COST_NOTE = ("Samples × passes through the model: gradient evaluations (forward + backward) and "
                     "forward-only passes.")
-SUITE_MEMBER_HEADER = ("Regularizer", "Seed", "Member", "Norm", "Radius", "Attacked", "Broke",
+SUITE_MEMBER_HEADER = ("Regularizer", "Seed", "Member", "Norm", "Radius", "Attacked", "Broke", "Gave up on",
                        "Gradient evaluations", "Forwards", "Seconds")
 SUITE_MEMBER_NOTE = ("Each member runs on the samples the earlier ones left unbroken at that radius: how many it "
-                     "was given, how many it broke, what it spent.")
+                     "was given, how many it broke, how many it stopped searching before its budget ran out "
+                     "(the escalated Square's hopeless samples), what it spent.")
 
 
 def attack_cost_rows(report: Report) -> list[list[str]]:
@@ -143,7 +144,7 @@ def attack_cost_rows(report: Report) -> list[list[str]]:
 def suite_member_rows(report: Report) -> list[list[str]]:
     """One row of text cells (`SUITE_MEMBER_HEADER`) per run, suite member and radius, for every renderer."""
     return [[r.regularizer, str(r.seed), m.member, m.norm, fmt_eps(m.norm, m.eps), f"{m.attacked:,}",
-             f"{m.broken:,}", f"{m.gradient_evaluations:,}", f"{m.forwards:,}", f"{m.seconds:.1f}"]
+             f"{m.broken:,}", f"{m.pruned:,}", f"{m.gradient_evaluations:,}", f"{m.forwards:,}", f"{m.seconds:.1f}"]
             for r in report.runs for m in r.suite_members]
 
 

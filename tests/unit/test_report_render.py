@@ -331,11 +331,12 @@ def with_attack_spend(report: Report) -> Report:
     runs = []
     for r in report.runs:
         members = [SuiteMember(suite="suite-standard", member=name, norm=norm, eps=eps, attacked=attacked,
-                               broken=broken, gradient_evaluations=1000 * attacked, forwards=7 * attacked + r.seed,
-                               seconds=seconds)
+                               broken=broken, pruned=pruned, gradient_evaluations=1000 * attacked,
+                               forwards=7 * attacked + r.seed, seconds=seconds)
                    for norm, eps in (("linf", LINF[-1]), ("l2", L2[-1]))
-                   for name, attacked, broken, seconds in (("apgd-ce", 512, 300, 12.25), ("apgd-t", 212, 9, 3.5),
-                                                           ("square", 203, 0, 0.75))]
+                   for name, attacked, broken, pruned, seconds in (("apgd-ce", 512, 300, 0, 12.25),
+                                                                   ("apgd-t", 212, 9, 0, 3.5),
+                                                                   ("square-5000", 203, 4, 180, 0.75))]
         costs = [AttackCost(label="suite-standard", norm=norm, gradient_evaluations=1_234_567, forwards=8910,
                             seconds=16.5) for norm in ("linf", "l2")]
         runs.append(r.model_copy(update={"suite_members": members, "attack_costs": costs}))
@@ -359,8 +360,8 @@ def test_html_shows_the_suite_members_and_attack_costs_like_the_markdown() -> No
                 and any(p.get("id") == "attack-cost-section" for _, p in parents)]
     members = _cells(page, "suite-members")
     assert len(members) == len(report.runs) * 2 * 3
-    assert members[0] == ["erm", "0", "apgd-ce", "linf", "8/255", "512", "300", "512,000", "3,584", "12.2"]
-    assert members[-1] == ["jacobian", "1", "square", "l2", "0.5", "203", "0", "203,000", "1,422", "0.8"]
+    assert members[0] == ["erm", "0", "apgd-ce", "linf", "8/255", "512", "300", "0", "512,000", "3,584", "12.2"]
+    assert members[-1] == ["jacobian", "1", "square-5000", "l2", "0.5", "203", "4", "180", "203,000", "1,422", "0.8"]
     costs = _cells(page, "attack-costs")
     assert len(costs) == len(report.runs) * 2
     assert costs[1] == ["erm", "0", "suite-standard", "l2", "1,234,567", "8,910", "16.5"]
