@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,19 @@ def job_links(job_id: str) -> dict[str, str]:
             "report.html": f"{base}/report.html", "artifacts": f"{base}/artifacts"}
 
 
+class JobUnit(BaseModel):
+    """One work unit of a job (a training run, or the evaluation of a shard of test samples): what
+    one worker process ran, on which worker, when, and how many executions it took."""
+
+    name: str = Field(description="e.g. 'train erm seed 0' or 'evaluate erm seed 0 [0, 500)'")
+    kind: Literal["train", "evaluate"]
+    status: JobStatus
+    worker: str | None = Field(None, description="the worker that ran (or runs) its latest execution")
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = Field(0, description="executions started (1 when it never had to be resumed)")
+
+
 class Job(BaseModel):
     """A job as the API returns it. Built from the stored record field by field: the record's
     internal bookkeeping (fencing token, result prefix, deliveries) never reaches a response."""
@@ -53,6 +66,8 @@ class Job(BaseModel):
                           "and resumed from the last finished epoch")
     cancel_requested: bool = False
     artifacts: list[str] = Field(default_factory=list)
+    units: list[JobUnit] = Field(default_factory=list, description="the job's work units, spread over the "
+                                 "workers (empty until the job is planned)")
     links: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
