@@ -4,6 +4,7 @@
 import { ApiError, download, getJson, pollJob, request } from "./api.js";
 import { cancelButton } from "./jobs.js";
 import { poller } from "./poll.js";
+import { unitTimeline } from "./timeline.js";
 import { alert, badge, h, jobName, progressBar, when } from "./ui.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
@@ -70,6 +71,7 @@ function reportFrame(html) {
 export function renderJob(main, id) {
   const top = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   const results = h("div", { id: "results" });
+  const units = h("div", { id: "unit-timeline" });
   let current = null;
   let etag = null;
   let loadedResults = false;
@@ -77,10 +79,20 @@ export function renderJob(main, id) {
   function draw(job) {
     current = job;
     top.replaceChildren(summary(job, draw));
+    drawUnits();
+    // Once the job has finished its report comes first (its headline on screen as the page opens).
+    if (FINISHED.has(job.status) && units.previousElementSibling !== results) results.after(units);
     if (job.status === "succeeded" && !loadedResults) {
       loadedResults = true;
       loadResults();
     }
+  }
+
+  // Also on an unchanged poll (304): a running unit's bar grows to now.
+  function drawUnits() {
+    const open = Boolean(units.querySelector("details.unit-table[open]"));
+    const section = current ? unitTimeline(current, { open }) : null;
+    units.replaceChildren(...(section ? [section] : []));
   }
 
   async function loadResults() {
@@ -105,6 +117,7 @@ export function renderJob(main, id) {
       const answer = await pollJob(id, etag);
       etag = answer.etag;
       if (answer.job) draw(answer.job);
+      else drawUnits();
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) {
         timer.stop();
@@ -115,7 +128,7 @@ export function renderJob(main, id) {
     }
   }
 
-  main.append(h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "← Jobs")), top, results);
+  main.append(h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "← Jobs")), top, units, results);
   const timer = poller(poll, { visibleMs: 1_000, hiddenMs: 15_000 });
   return () => timer.stop();
 }
