@@ -20,6 +20,8 @@ from rich.text import Text
 from core import catalog
 from core.specs import ExperimentSpec, SpecError, is_user_model, load_spec
 from robustlab import __version__
+from robustlab.messages import echo_error, echo_spec_error, model_label, summary, summary_line
+from robustlab.threads import ThreadsOption
 
 app = typer.Typer(
     name="robustlab",
@@ -138,72 +140,43 @@ def _list_library_models(library: str, as_json: bool) -> None:
 # --- validate --------------------------------------------------------------------------------------
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def model_label(model: Any) -> str:
-    """`mlp`, or for a user's own model file its format (and name): `onnx`, `timm:resnet18`."""
-    architecture = getattr(model, "architecture", None)
-    if architecture is not None:
-        return str(architecture)
-    name = getattr(model, "name", None)
-    return f"{model.format}:{name}" if name else str(model.format)
-
-
-def summary(spec: ExperimentSpec) -> dict[str, Any]:
-    """What a valid spec will do, in numbers: what `validate` prints and `--json` returns."""
-    regularizers, seeds = len(spec.regularizers), len(spec.seeds)
-    return {
-        "name": spec.name,
-        "regularizers": regularizers,
-        "seeds": seeds,
-        "runs": regularizers * seeds,
-        "architecture": model_label(spec.model),
-        "dataset": spec.dataset.name,
-        "epochs": spec.training.epochs,
-        "attacks": len(spec.evaluation.attacks),
-        "spec_sha256": spec.spec_hash(),
-    }
-
-
-def summary_line(spec: ExperimentSpec) -> str:
-    """One line for a valid spec, e.g. `OK digits-quick: 12 regularizers × 3 seeds = 36 runs, ...`."""
-    s = summary(spec)
-    return (
-        f"OK {s['name']}: {_plural(s['regularizers'], 'regularizer')} × {_plural(s['seeds'], 'seed')}"
-        f" = {_plural(s['runs'], 'run')}, {s['architecture']} on {s['dataset']},"
-        f" {_plural(s['epochs'], 'epoch')}, {_plural(s['attacks'], 'attack')},"
-        f" spec sha256 {s['spec_sha256'][:12]}"
-    )
-
-
-def _echo_spec_error(spec_file: Path, exc: SpecError, *, err: bool) -> None:
-    """One line for a file-level problem; otherwise a header and one line per problem."""
-    if len(exc.problems) == 1 and not exc.problems[0].path:
-        typer.echo(f"FAIL {spec_file}: {exc.problems[0].message}", err=err)
-        return
-    typer.echo(f"FAIL {spec_file}: {_plural(len(exc.problems), 'problem')}", err=err)
-    for problem in exc.problems:
-        typer.echo(f"  {problem}", err=err)
-
-
 @app.command()
 def validate(
     spec_file: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="A spec file (YAML or JSON).")],
     as_json: Annotated[
         bool, typer.Option("--json", help='Print {"valid", "problems", "summary"} as JSON.')
     ] = False,
+    model_file: Annotated[Path | None, typer.Option(
+        "--model", "--checkpoint", metavar="FILE", help="Also check the model file the spec will evaluate "
+        "(`robustlab evaluate --model FILE`): it exists and is of a kind robustlab reads.")] = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", metavar="URL", help="Also check that the upload ids the spec names (dataset, Sobolev "
+        "teachers) are yours on this service.")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="With --server: the API key "
+                                                "(or env ROBUSTLAB_API_KEY).")] = None,
 ) -> None:
-    """Check a spec without running it: exit 0 with a summary, or 1 with every problem."""
+    """Check a spec without running it: exit 0 with a summary, or 1 with every problem.
+
+    Besides the schema: the files it names exist (an npz dataset, a teacher checkpoint, --model),
+    a timm / torchvision architecture name is one the installed library has (no weights are
+    fetched), and with --server its upload ids are the caller's.
+    """
+    from robustlab.spec_checks import file_problems, library_problems, upload_ids, upload_problems
+
     try:
         spec = load_spec(spec_file)
+        problems = file_problems(spec, model_file) + library_problems(spec)
+        if server and upload_ids(spec):
+            with client_commands._connect(server, api_key) as client:
+                problems += upload_problems(spec, client)
+        if problems:
+            raise SpecError(str(spec_file), problems)
     except SpecError as exc:
         if as_json:
-            problems = [{"path": p.path, "message": p.message} for p in exc.problems]
-            typer.echo(json.dumps({"valid": False, "problems": problems, "summary": None}, indent=2))
+            problems_json = [{"path": p.path, "message": p.message} for p in exc.problems]
+            typer.echo(json.dumps({"valid": False, "problems": problems_json, "summary": None}, indent=2))
         else:
-            _echo_spec_error(spec_file, exc, err=False)
+            echo_spec_error(spec_file, exc, err=False)
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps({"valid": True, "problems": [], "summary": summary(spec)}, indent=2))
@@ -223,13 +196,14 @@ def train(
     device: Annotated[
         str, typer.Option("--device", help="auto | cpu | cuda | mps (default: the spec's training.device)")
     ] = "",
+    threads: ThreadsOption = None,
 ) -> None:
     """Train every regularizer × seed of a spec locally; resumes where an earlier call stopped."""
     console = Console()
     try:
         spec = load_spec(spec_file)
     except SpecError as exc:
-        _echo_spec_error(spec_file, exc, err=True)
+        echo_spec_error(spec_file, exc, err=True)
         raise typer.Exit(1) from None
     if device not in ("", "auto", "cpu", "cuda", "mps"):
         typer.echo(f"Error: unknown device {device!r}: use auto, cpu, cuda or mps", err=True)
@@ -242,10 +216,9 @@ def train(
     from robustlab.train_command import run_training  # torch from here on
 
     try:
-        run_training(spec, out, device or None, console)
+        run_training(spec, out, device or None, console, threads=threads)
     except (ValueError, RuntimeError, OSError) as exc:  # DatasetError, CheckpointError, device, disk
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        typer.echo(f"Error: {first_line}", err=True)
+        echo_error(exc)  # every line: a missing dataset's message lists its files and how to fetch them
         raise typer.Exit(1) from None
 
 
@@ -256,17 +229,16 @@ def _load_or_exit(spec_file: Path) -> ExperimentSpec:
     try:
         return load_spec(spec_file)
     except SpecError as exc:
-        _echo_spec_error(spec_file, exc, err=True)
+        echo_spec_error(spec_file, exc, err=True)
         raise typer.Exit(1) from None
 
 
 def _run_or_exit(action: Any) -> Any:
-    """Run a torch-side action; a bad dataset, checkpoint, device or disk is one line, exit 1."""
+    """Run a torch-side action; a bad dataset, checkpoint, device or disk: its whole message, exit 1."""
     try:
         return action()
     except (ValueError, RuntimeError, OSError, KeyError) as exc:
-        text = str(exc).strip().strip("'\"")
-        typer.echo(f"Error: {text.splitlines()[0] if text else type(exc).__name__}", err=True)
+        echo_error(exc)
         raise typer.Exit(1) from None
 
 
@@ -278,12 +250,13 @@ def compare(
     spec_file: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="Experiment spec.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory for reports and checkpoints.")],
     device: DeviceOption = "",
+    threads: ThreadsOption = None,
 ) -> None:
     """Train and evaluate every regularizer × seed; write report.json/.md/.html, results.csv."""
     spec = _load_or_exit(spec_file)
     from robustlab.compare_command import run_compare  # torch from here on
 
-    _run_or_exit(lambda: run_compare(spec, out, device or None, Console()))
+    _run_or_exit(lambda: run_compare(spec, out, device or None, Console(), threads=threads))
 
 
 @app.command()
@@ -303,6 +276,7 @@ def evaluate(
                                                 "(or env ROBUSTLAB_API_KEY).")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="With --server: give up after this many s.")]
     = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Evaluate a model file (any format the spec's model section describes) with the spec's dataset and attacks."""
     spec = _load_or_exit(spec_file)
@@ -311,18 +285,20 @@ def evaluate(
         return
     from robustlab.compare_command import run_evaluate  # torch from here on
 
-    _run_or_exit(lambda: run_evaluate(spec, model_file, out, device or None, Console()))
+    _run_or_exit(lambda: run_evaluate(spec, model_file, out, device or None, Console(), threads=threads))
 
 
 def _evaluate_on_server(spec: ExperimentSpec, model_file: Path, out: Path, server: str, api_key: str | None,
                         timeout: float | None) -> None:
-    from robustlab.gate_server import GateError, evaluate_on_server
+    from robustlab.gate import GateError
+    from robustlab.gate.server import evaluate_on_server
+    from robustlab.model_files import ModelFileError
 
     try:
         out.mkdir(parents=True, exist_ok=True)
         report, job_id, page = evaluate_on_server(server, api_key, model_file, spec, out, timeout)
-    except (GateError, OSError) as exc:
-        typer.echo(f"Error: {exc}", err=True)
+    except (GateError, ModelFileError, OSError) as exc:
+        echo_error(exc)
         raise typer.Exit(1) from None
     run = report.runs[0] if report.runs else None
     if run is not None:
@@ -343,7 +319,7 @@ app.command("status")(client_commands.status)
 app.command("report")(client_commands.report)
 app.add_typer(client_commands.upload_app, name="upload")
 
-from robustlab import gate_command  # noqa: E402  (torch-free; --local imports the science when it runs)
+from robustlab.gate import command as gate_command  # noqa: E402  (torch-free; --local imports torch when it runs)
 
 app.command("gate")(gate_command.gate)
 

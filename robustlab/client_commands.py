@@ -19,8 +19,9 @@ import typer
 
 from core.jobs import JobKind
 from core.specs import SpecError, load_spec
-from robustlab.gate_server import (
-    GateError,
+from robustlab.messages import echo_spec_error
+from robustlab.model_files import (
+    ModelFileError,
     check_model_file,
     checkpoint_metadata,
     data_shape,
@@ -93,12 +94,10 @@ def submit(
     api_key: KeyOption = None,
 ) -> None:
     """Submit a spec as a job to a running service (`robustlab up`); print its id, or wait for it."""
-    from robustlab.cli import _echo_spec_error  # the messages of `robustlab validate`
-
     try:
         spec = load_spec(spec_file)  # the same checks and messages as `robustlab validate`, before any request
     except SpecError as exc:
-        _echo_spec_error(spec_file, exc, err=True)
+        echo_spec_error(spec_file, exc, err=True)
         raise typer.Exit(1) from None
     with _connect(server, api_key) as client:
         try:
@@ -167,8 +166,6 @@ def _usage(message: str) -> typer.Exit:
 
 def _model_section(file: Path, spec_file: Path | None, model_json: str | None) -> dict[str, Any] | None:
     """What describes the file: --model-json, else the spec's model section; none for a robustlab checkpoint."""
-    from robustlab.cli import _echo_spec_error  # the messages of `robustlab validate`
-
     if spec_file is not None and model_json is not None:
         raise _usage("give --spec or --model-json, not both: both would describe the model")
     try:
@@ -179,7 +176,7 @@ def _model_section(file: Path, spec_file: Path | None, model_json: str | None) -
             try:
                 spec = load_spec(spec_file)
             except SpecError as exc:
-                _echo_spec_error(spec_file, exc, err=True)
+                echo_spec_error(spec_file, exc, err=True)
                 raise typer.Exit(1) from None
             return upload_section(file, spec.model)
         if checkpoint_metadata(file) is None:
@@ -187,7 +184,7 @@ def _model_section(file: Path, spec_file: Path | None, model_json: str | None) -
                        file.suffix.lower() == ".onnx" else '{"architecture": "mlp", "params": {"hidden": [16]}}')
             raise _usage(f"{file.name} does not describe itself: pass --spec SPEC.yaml (its model section says "
                          f"what the file is) or --model-json '{example}' (see docs/user-models.md)")
-    except GateError as exc:
+    except ModelFileError as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from None
     return None

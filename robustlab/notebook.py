@@ -35,7 +35,9 @@ from models.datasets.base import DatasetBundle
 from models.evaluation.compare import environment, overall_checks
 from models.evaluation.evaluate import evaluate_model
 from models.sources.conventions import InputConventions, check_outputs
+from models.sources.probe import diagnose_run
 from reports.statistics import summarize
+from robustlab.threads import apply_threads
 
 Layout = Literal["nchw", "nhwc"]
 
@@ -135,7 +137,8 @@ def evaluate(
     outputs: Literal["logits", "probabilities"] = "logits",
     num_classes: int | None = None,
     name: str = "model",
-    progress: Callable[[str], None] | None = None,
+    progress: bool | Callable[[str], None] | None = True,
+    threads: int | None = None,
 ) -> Report:
     """Attack `model` on (x, y) and return the report (one run, kind "evaluate").
 
@@ -145,7 +148,14 @@ def evaluate(
     - `input_range`, `mean`, `std`, `layout`, `outputs`: what the model expects and returns (see
       docs/user-models.md); x itself is always in [0, 1].
     - `num_classes`: default the model's output width (one forward pass).
+    - `progress`: True (default) shows a tqdm progress bar (a widget in Jupyter, text elsewhere) with
+      the current stage; False or None shows nothing; a callable is called with each stage's name
+      (e.g. "pgd linf ε=[0.1]", "validity checks") instead.
+    - `threads`: torch threads for this call (default: OMP_NUM_THREADS when set, else picked for the
+      machine's cores, as the CLI does: robustlab/threads.py); torch's count is restored afterwards.
     The module runs on its own device, in eval mode; every submodule's training flag is restored afterwards.
+    A clean accuracy near chance comes with the check `input_conventions`, which names the input
+    convention (input_range, mean/std, layout) that would classify the samples correctly.
     """
     if layout not in ("nchw", "nhwc"):
         raise ValueError(f"layout {layout!r}: use 'nchw' or 'nhwc'")
@@ -157,6 +167,11 @@ def evaluate(
                                                 "seed": seed, "max_samples": max_samples})
     device = _device_of(model)
     modes = [(module, module.training) for module in model.modules()]
+    before = torch.get_num_threads()
+    apply_threads(threads)
+    bar = _ProgressBar(evaluation, name) if progress is True else None
+    finished = False
+    stage = bar.stage if bar is not None else (progress or None)
     model.eval()
     try:
         with torch.no_grad():
@@ -174,22 +189,28 @@ def evaluate(
         declared = {k: list(v) for k, v in conventions.items() if v is not None}
         wrapped = model
         if declared or layout != "nchw" or outputs != "logits":
-            shape = list(inputs.shape[1:]) if layout == "nchw" else [*inputs.shape[2:], inputs.shape[1]]
-            section = OnnxModel(format="onnx", input_shape=shape, num_classes=classes, layout=layout,
-                                outputs=outputs, **declared)
+            section = OnnxModel(format="onnx", input_shape=_model_shape(inputs, layout), num_classes=classes,
+                                layout=layout, outputs=outputs, **declared)
             wrapped = InputConventions(model, section).to(device).eval()
             check_outputs(wrapped, section, device)
         data = DatasetBundle(name="in-memory", task=Task.CLASSIFICATION, x_train=inputs[:0], y_train=labels[:0],
                              x_test=inputs, y_test=labels, num_outputs=classes)
-        result = evaluate_model(wrapped, data, evaluation, progress=progress)
+        result = evaluate_model(wrapped, data, evaluation, progress=stage)
+        run = RunReport(regularizer=name, kind="model", seed=seed, clean_accuracy=result.clean_accuracy,
+                        samples=result.samples, robust=result.robust, worst_case=result.worst_case,
+                        sensitivity=result.sensitivity, cost=Cost(eval_seconds=result.seconds),
+                        checks=result.checks, trustworthy=result.trustworthy)
+        section = OnnxModel(format="onnx", input_shape=_model_shape(inputs, layout), num_classes=classes,
+                            layout=layout, outputs=outputs, **declared)
+        run = diagnose_run(run, model, section, inputs, labels, num_classes=classes, device=device)
+        finished = True
     finally:
         for module, training in modes:  # each submodule as it was (a frozen BatchNorm stays frozen)
             module.training = training
+        torch.set_num_threads(before)
+        if bar is not None:
+            bar.close(finished)
 
-    run = RunReport(regularizer=name, kind="model", seed=seed, clean_accuracy=result.clean_accuracy,
-                    samples=result.samples, robust=result.robust, worst_case=result.worst_case,
-                    sensitivity=result.sensitivity, cost=Cost(eval_seconds=result.seconds), checks=result.checks,
-                    trustworthy=result.trustworthy)
     digest = hashlib.sha256()
     for tensor in (inputs, labels):
         digest.update(tensor.numpy().tobytes())
@@ -207,3 +228,35 @@ def evaluate(
 def _model_view(inputs: Tensor, layout: Layout) -> Tensor:
     """robustlab's N×C×H×W inputs back in the layout the model takes (for the probe forward pass)."""
     return inputs.permute(0, 2, 3, 1) if layout == "nhwc" else inputs
+
+
+def _model_shape(inputs: Tensor, layout: Layout) -> list[int]:
+    """One sample's shape as the model takes it (C×H×W, H×W×C with layout nhwc, or D)."""
+    return list(inputs.shape[1:]) if layout == "nchw" or inputs.dim() != 4 else [*inputs.shape[2:], inputs.shape[1]]
+
+
+class _ProgressBar:
+    """A tqdm bar over the evaluation's stages (each attack, then the checks and sensitivity), the
+    current stage as its description. The stage count is an estimate: the bar never passes its last
+    step before the evaluation ends."""
+
+    def __init__(self, evaluation: EvaluationSpec, name: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.total = len(evaluation.attacks) + 3  # attacks, input gradients, validity checks, sensitivity
+        self.bar = tqdm(total=self.total, desc=f"evaluate {name}", unit="stage", leave=True)
+
+        self.started = False
+
+    def stage(self, text: str) -> None:
+        """A stage starts: the one before it is done."""
+        if self.started and self.bar.n < self.total - 1:
+            self.bar.update(1)
+        self.started = True
+        self.bar.set_postfix_str(text, refresh=True)
+
+    def close(self, finished: bool) -> None:
+        if finished:
+            self.bar.update(self.total - self.bar.n)
+        self.bar.set_postfix_str("done" if finished else "stopped", refresh=True)
+        self.bar.close()

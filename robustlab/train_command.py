@@ -22,7 +22,8 @@ from models.datasets.base import DatasetBundle
 from models.regularizers import per_sample_loss
 from models.training.experiment import RunResult, train_experiment
 from models.training.loop import ProgressCallback, ProgressEvent
-from robustlab.cli import model_label
+from robustlab.messages import model_label
+from robustlab.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,11 @@ def mean_input_gradient_norm(model: torch.nn.Module, data: DatasetBundle, limit:
     return float(grad.flatten(1).norm(dim=1).mean())
 
 
-def run_training(spec: ExperimentSpec, out: Path, device: str | None, console: Console) -> list[dict[str, Any]]:
+def run_training(spec: ExperimentSpec, out: Path, device: str | None, console: Console, *,
+                 threads: int | None = None) -> list[dict[str, Any]]:
+    choice = apply_threads(threads)
+    console.print(f"torch threads: {choice.threads} ({choice.reason}; --threads N to change)", style="dim",
+                  highlight=False)
     data = load_dataset(spec.dataset)
     console.print(
         f"[bold]{spec.name}[/]: {len(spec.regularizers)} regularizers × {len(spec.seeds)} seeds on "

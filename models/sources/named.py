@@ -22,7 +22,7 @@ from models.sources.errors import ModelSourceError
 log = logging.getLogger(__name__)
 
 
-def _unknown(library: str, name: str, names: list[str]) -> ModelSourceError:
+def unknown_name(library: str, name: str, names: list[str]) -> ModelSourceError:
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return ModelSourceError(f"{library} has no architecture {name!r}: {hint}"
@@ -46,7 +46,7 @@ def build_named(spec: TimmModel | TorchvisionModel, device: str | torch.device =
     """The bare network (random weights); on the meta device by default, where nothing is allocated."""
     names = library_names(spec.format)
     if spec.name not in names:
-        raise _unknown(spec.format, spec.name, names)
+        raise unknown_name(spec.format, spec.name, names)
     channels = spec.channels
     with torch.device(device):
         if spec.format == "timm":

@@ -5,7 +5,7 @@ state_dict of a registry architecture, or an .onnx graph (or timm/torchvision we
 `model` section describes it (docs/user-models.md).
 Exit codes: 0 the policy is met, 1 it is not, 2 the gate could not judge (bad policy or spec,
 broken model file, unreachable server, wrong key, failed job, a metric the report lacks). Every
-error is one line on stderr; the markdown summary goes to stdout (and is appended to
+error goes whole to stderr; the markdown summary goes to stdout (and is appended to
 $GITHUB_STEP_SUMMARY when that is set); --junit and --json write the same verdict for CI tools.
 
 Where it evaluates: --local runs `robustlab evaluate` in this process (torch is imported only
@@ -27,10 +27,14 @@ from rich.console import Console
 
 from core.reports import Report
 from core.specs import ExperimentSpec, SpecError, load_spec
-from robustlab.gate_output import GateRun, headline, junit_xml, markdown, verdict_json
-from robustlab.gate_policy import JOB_ID, GatePolicy, PolicyError, load_policy, same_eps
-from robustlab.gate_server import GateError, check_model_file, checkpoint_metadata, evaluate_on_server, fetch_baseline
-from robustlab.gate_verdict import Verdict, judge
+from robustlab.gate import GateError
+from robustlab.gate.output import GateRun, headline, junit_xml, markdown, verdict_json
+from robustlab.gate.policy import JOB_ID, GatePolicy, PolicyError, load_policy, same_eps
+from robustlab.gate.server import evaluate_on_server, fetch_baseline
+from robustlab.gate.verdict import Verdict, judge
+from robustlab.messages import error_text
+from robustlab.model_files import ModelFileError, check_model_file, checkpoint_metadata
+from robustlab.threads import ThreadsOption
 
 
 def _one_line(problems: list[tuple[str, str]]) -> str:
@@ -89,15 +93,13 @@ def _baseline(policy: GatePolicy, override: str | None, policy_file: Path,
                         f"first: {exc.errors()[0]['msg']})") from None
 
 
-def _evaluate_locally(spec: ExperimentSpec, checkpoint: Path, out: Path) -> Report:
+def _evaluate_locally(spec: ExperimentSpec, checkpoint: Path, out: Path, threads: int | None) -> Report:
     from robustlab.compare_command import run_evaluate  # torch from here on
 
     try:
-        return run_evaluate(spec, checkpoint, out, None, Console(stderr=True))
+        return run_evaluate(spec, checkpoint, out, None, Console(stderr=True), threads=threads)
     except (ValueError, RuntimeError, OSError, KeyError) as exc:  # CheckpointError, ModelSourceError, DatasetError
-        text = str(exc).strip().strip("'\"")
-        raise GateError(f"evaluating {checkpoint} failed: {text.splitlines()[0] if text else type(exc).__name__}"
-                        ) from None
+        raise GateError(f"evaluating {checkpoint} failed: {error_text(exc)}") from None
 
 
 def _write(path: Path, text: str, *, append: bool = False) -> None:
@@ -122,7 +124,8 @@ def _emit(verdict: Verdict, run: GateRun, junit: Path | None, json_out: Path | N
 
 
 def _judge(run: GateRun, policy_file: Path, checkpoint: Path, spec_file: Path, server: str | None,
-           api_key: str | None, out: Path | None, baseline: str | None, timeout: float | None) -> Verdict:
+           api_key: str | None, out: Path | None, baseline: str | None, timeout: float | None,
+           threads: int | None = None) -> Verdict:
     policy, spec = _policy(policy_file), _spec(spec_file)
     run.spec_name = spec.name
     missing = unevaluated(policy, spec)
@@ -138,7 +141,7 @@ def _judge(run: GateRun, policy_file: Path, checkpoint: Path, spec_file: Path, s
             server, api_key, checkpoint, spec, out, timeout)
     else:
         with tempfile.TemporaryDirectory(prefix="robustlab-gate-") as scratch:
-            report = _evaluate_locally(spec, checkpoint, out or Path(scratch))
+            report = _evaluate_locally(spec, checkpoint, out or Path(scratch), threads)
         if out is None:
             typer.echo("(those files were in a temporary directory, now removed: --out DIR keeps them)", err=True)
         run.report_location = str((out / "report.html").resolve()) if out else None
@@ -168,6 +171,7 @@ def gate(
                                                  "allowed.")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Server: give up waiting after this many s.")]
     = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Evaluate a model file and check it against a policy: exit 0 pass, 1 fail, 2 error (CI gate)."""
     started = time.monotonic()
@@ -178,8 +182,8 @@ def gate(
             raise GateError("--local and --server exclude each other: choose where to evaluate")
         typer.echo(f"robustlab gate: evaluating {checkpoint.name} "
                    f"{'on ' + server if server else 'locally'} ...", err=True)
-        verdict = _judge(run, policy_file, checkpoint, spec_file, server, api_key, out, baseline, timeout)
-    except GateError as exc:
+        verdict = _judge(run, policy_file, checkpoint, spec_file, server, api_key, out, baseline, timeout, threads)
+    except (GateError, ModelFileError) as exc:
         typer.echo(f"Error: {exc}", err=True)
         verdict = Verdict(criteria=[], errors=[str(exc)])
     run.seconds = time.monotonic() - started

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.reports import Report
-from robustlab.gate_verdict import Criterion, Verdict
+from robustlab.gate.verdict import Criterion, Verdict, diagnosis
 
 SUITE = "robustlab-gate"
 MARKS = {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error"}
@@ -61,6 +61,16 @@ def _where(run: GateRun) -> str:
     return f"Model `{run.checkpoint}`{spec}, {how}."
 
 
+def _item(head: str, detail: str) -> list[str]:
+    """A list item; the detail's indented lines (spec lines to add) as a YAML block inside it."""
+    text = [line for line in detail.splitlines() if not line.startswith("    ")]
+    code = [line.strip() for line in detail.splitlines() if line.startswith("    ")]
+    lines = [f"- {head}: {' '.join(text)}"]
+    if code:
+        lines += ["", "  ```yaml", *(f"  {line}" for line in code), "  ```"]
+    return lines
+
+
 def markdown(verdict: Verdict, run: GateRun) -> str:
     icon = {0: "✅", 1: "❌", 2: "⚠️"}[verdict.exit_code]
     lines = [f"## {icon} {headline(verdict)}", "", _where(run), ""]
@@ -70,8 +80,12 @@ def markdown(verdict: Verdict, run: GateRun) -> str:
             lines.append(f"| {c.name} | {_number(c.required, bound=True)} | {_number(c.actual)} | {MARKS[c.status]} |")
         lines.append("")
         details = [c for c in verdict.criteria if c.detail and c.status != "pass"]
-        lines += [f"- **{c.name}**: {c.detail}" for c in details]
+        for c in details:
+            lines += _item(f"**{c.name}**", c.detail)
         lines += [""] if details else []
+    cause = diagnosis(run.report) if run.report is not None else ""
+    if cause and not any(cause in c.detail for c in verdict.criteria):
+        lines += [*_item("**Likely cause**", cause), ""]
     if run.report is not None and run.report.checks:
         checks = " · ".join(f"{CHECK_MARKS.get(c.status, c.status)} {c.name}" for c in run.report.checks)
         lines += [f"**Validity checks:** {checks}", ""]

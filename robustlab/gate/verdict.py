@@ -13,9 +13,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from core.reports import RegularizerSummary, Report
-from robustlab.gate_policy import GatePolicy, RobustRequirement, same_eps
+from reports.statistics import summarize
+from robustlab.gate.policy import GatePolicy, RobustRequirement, same_eps
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+CONVENTIONS_CHECK = "input_conventions"  # models/sources/probe.py: a user model near chance, and why
 
 
 class Criterion(BaseModel):
@@ -79,16 +81,38 @@ def evaluated(entry: RegularizerSummary) -> str:
     return ", ".join(names) or "no attacks"
 
 
+def _summaries(report: Report) -> list[RegularizerSummary]:
+    """The report's models. A summary leaves out runs whose clean accuracy is near chance (a failed
+    training run is not a data point of a comparison); the gate judges such a model all the same, and
+    fails it on its thresholds (exit 1): it was evaluated, it is just bad."""
+    summaries = list(report.summary)
+    judged = {s.regularizer for s in summaries}
+    left_out = [r.model_copy(update={"training_failed": False}) for r in report.runs
+                if r.training_failed and r.regularizer not in judged]
+    return summaries + summarize(left_out, None) if left_out else summaries
+
+
 def _entry(report: Report, what: str, name: str | None = None) -> RegularizerSummary:
     """The one model a report judges; in a report of several, the one called `name`."""
-    if len(report.summary) == 1:
-        return report.summary[0]
-    matching = [s for s in report.summary if s.regularizer == name]
+    summaries = _summaries(report)
+    if len(summaries) == 1:
+        return summaries[0]
+    matching = [s for s in summaries if s.regularizer == name]
     if len(matching) == 1:
         return matching[0]
-    names = ", ".join(s.regularizer for s in report.summary) or "none"
-    raise ValueError(f"the {what} report has {len(report.summary)} models ({names}), and the gate judges one: "
+    names = ", ".join(s.regularizer for s in summaries) or "none"
+    raise ValueError(f"the {what} report has {len(summaries)} models ({names}), and the gate judges one: "
                      "use the report of one checkpoint (`robustlab evaluate` or an evaluate job)")
+
+
+def diagnosis(report: Report) -> str:
+    """Why a model is near chance, when the evaluation found out (the `input_conventions` check): the
+    likely cause and the spec lines that fix it."""
+    for run in report.runs:
+        for check in run.checks:
+            if check.name == CONVENTIONS_CHECK and check.status == "fail":
+                return check.detail
+    return ""
 
 
 def _at_least(name: str, value: float, minimum: float, detail: str = "") -> Criterion:
@@ -142,7 +166,8 @@ def judge(report: Report, policy: GatePolicy, baseline: Report | None = None) ->
         return Verdict(criteria=[], errors=[str(exc)])
     criteria: list[Criterion] = []
     if policy.min_clean_accuracy is not None:
-        criteria.append(_at_least("clean_accuracy", entry.clean_accuracy.mean, policy.min_clean_accuracy))
+        criteria.append(_at_least("clean_accuracy", entry.clean_accuracy.mean, policy.min_clean_accuracy,
+                                  diagnosis(report)))
     for want in policy.min_robust_accuracy:
         found = robust_value(entry, want)
         if found is None:

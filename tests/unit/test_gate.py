@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from core.reports import Report
-from robustlab.gate_output import GateRun, junit_xml, markdown, verdict_json
-from robustlab.gate_policy import GatePolicy, PolicyError, load_policy, parse_policy
-from robustlab.gate_verdict import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, judge
+from robustlab.gate.output import GateRun, junit_xml, markdown, verdict_json
+from robustlab.gate.policy import GatePolicy, PolicyError, load_policy, parse_policy
+from robustlab.gate.verdict import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, judge
 
 ROBUST = {("fgsm", "linf", 0.1): 0.62, ("pgd", "linf", 0.1): 0.55, ("pgd", "linf", 0.2): 0.31}
 
@@ -182,7 +182,7 @@ def test_outputs_show_every_criterion_and_the_junit_counts_add_up() -> None:
 def test_max_regression_may_wait_for_the_baseline_of_the_command_line(tmp_path: Path) -> None:
     """`gate --baseline X` asks for max_regression in the policy; a policy with only max_regression loads,
     and the gate says what is missing when no baseline comes at all (no circular advice)."""
-    from robustlab.gate_command import GateError, _baseline
+    from robustlab.gate.command import GateError, _baseline
 
     file = tmp_path / "policy.yaml"
     file.write_text("max_regression: 0.02\n")

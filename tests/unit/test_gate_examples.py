@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from core.specs import load_spec
 from robustlab.cli import app
-from robustlab.gate_command import unevaluated
-from robustlab.gate_policy import load_policy
+from robustlab.gate.command import unevaluated
+from robustlab.gate.policy import load_policy
 
 CI = Path(__file__).resolve().parents[2] / "examples" / "ci"
 WORKFLOWS = ["github-actions.yml", "gitlab-ci.yml"]

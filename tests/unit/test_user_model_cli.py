@@ -118,7 +118,7 @@ def test_evaluate_says_what_is_wrong_with_the_model_section_in_one_line(own: dic
 
 
 def test_validate_names_the_format_of_a_user_model() -> None:
-    from robustlab.cli import summary
+    from robustlab.messages import summary
 
     assert summary(parse_spec(SPEC))["architecture"] == "onnx"
     timm = {**SPEC, "model": {"format": "timm", "name": "resnet18", "input_shape": [3, 32, 32], "num_classes": 10}}
