@@ -30,6 +30,7 @@ from robustlab.model_files import (
     upload_section,
 )
 from robustlab.progress_view import ProgressView, QueueAhead, describe
+from robustlab.units_table import units_table
 from robustlab.up_command import DEFAULT_PORT, KEYS_FILE, default_data_dir, read_stored_key
 from service.client import ClientError, RobustlabClient
 
@@ -118,10 +119,12 @@ def submit(
 
 def status(
     job_id: Annotated[str, typer.Argument(metavar="ID", help="A job id, or its first 8 characters.")],
+    units: Annotated[bool, typer.Option("--units", help="Also list the job's work units: name, kind, status, "
+                                        "worker, start, duration, attempts.")] = False,
     server: ServerOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Show a job's status and progress (its error when it failed).
+    """Show a job's status and progress (its error when it failed); --units: its units as a table.
 
     Exit code: 0 queued, running or succeeded; 1 failed or cancelled (or refused); 2 no server.
     """
@@ -133,6 +136,8 @@ def status(
     typer.echo(_describe(job))
     if job.get("error"):
         typer.echo(_error_line(job))
+    if units:
+        typer.echo(units_table(job.get("units") or []))
     if job.get("status") in ("failed", "cancelled"):
         raise typer.Exit(1)  # scripts and CI can test the outcome: `robustlab status ID && ...`
 
