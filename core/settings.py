@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     tenant_limits: dict[str, dict[str, int]] = Field(default_factory=dict)
     job_memory_limit_mb: int = Field(default=16 * 1024, ge=0)  # address-space limit of each job process (0: none)
     queue_depth: int = Field(default=2, ge=1)  # RQ entries handed out at once; the rest wait for fair dispatch
+    # Jobs and work units one tenant may have handed out (pending in RQ or running) at once (0: no cap)
+    max_units_in_flight_per_tenant: int = Field(default=64, ge=0)
     redis_outage_seconds: float = Field(default=300.0, ge=0)  # workers wait this long for Redis to come back
 
     # Workers

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.jobs import JobError, JobKind, JobStatus, Progress
+from core.jobs import JobError, JobKind, JobStatus, Progress, UnitWork
 
 
 class JobRecord(BaseModel):
@@ -42,6 +42,18 @@ class JobRecord(BaseModel):
     # finish, so files a superseded execution wrote elsewhere are never served.
     result_prefix: str | None = None
     rev: int = 0  # bumped by every change: the ETag
+    # Work units (DESIGN §5). A job's first execution plans its units and hands them to the queue;
+    # the job then waits in phase "units" (running, owned by no execution) until they succeeded,
+    # and goes back to the queue once more, in phase "assemble", to merge them into its report.
+    units: list[str] = Field(default_factory=list)  # the unit records' ids, in plan order
+    phase: str = ""  # "" (to plan) | "units" | "assemble"
+    # A unit's own record: a job record with its parent's id and what it computes. It is dispatched,
+    # started, fenced, heart-beaten, released and resumed like a job, but stays out of the
+    # tenant's job list and job quota.
+    parent: str | None = None
+    work: UnitWork | None = None
+    blocked: bool = False  # waits for the units named in work.after before it joins the queue
+    worker: str | None = None  # the worker of the latest execution
 
 
 class CheckpointRecord(BaseModel):
@@ -106,6 +118,10 @@ class Keys:
     def status_set(self, status: JobStatus) -> str:
         """Set of all job ids in one status: metrics and the reaper."""
         return f"{self.prefix}status:{status.value}"
+
+    def unit_status_set(self, status: JobStatus) -> str:
+        """Set of all unit ids in one status: the reaper and the units metrics."""
+        return f"{self.prefix}unit-status:{status.value}"
 
     def retention(self) -> str:
         """Sorted set of finished job ids scored by the time (epoch seconds) they may be deleted."""

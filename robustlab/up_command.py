@@ -335,10 +335,12 @@ def up(
             raise typer.Exit(1) from None
     directory = (data_dir or settings.data_dir).resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    threads = None
     if workers is None:
         workers = default_workers(demo is not None)
-        threads = max(1, cpu_count() // workers)
+    pools = len([g for g in gpus.split(",") if g.strip()]) or workers
+    # each worker gets its share of the cores as torch threads: torch's default (every core, in every
+    # worker) oversubscribes the machine as soon as two workers run units side by side
+    threads = max(1, cpu_count() // max(pools, 1))
     stack = Stack(settings, host, port, workers, directory, grace, [g.strip() for g in gpus.split(",") if g.strip()],
                   threads_per_worker=threads)
 

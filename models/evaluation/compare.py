@@ -133,6 +133,12 @@ def evaluate_checkpoint(spec: ExperimentSpec, checkpoint: Path, *, device: str |
                            device=dev, max_bytes=max_model_bytes or DEFAULT_MAX_BYTES)
     name = checkpoint.stem
     report = run_report(name, "checkpoint", 0, model, data, spec, Cost(), checkpoint.name, stage)
+    # issue 22 (robustlab helper's call site): a user model near chance gets the `input_conventions` check,
+    # which names the convention (input_range, layout, mean/std) that classifies the samples correctly.
+    from models.sources.probe import diagnose_run
+
+    report = diagnose_run(report, model, spec.model, data.x_test, data.y_test, num_classes=data.num_outputs,
+                          device=dev)
     return Report(kind="evaluate", spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(),
                   environment=environment(str(dev)), baseline=None, runs=[report],
                   summary=summarize([report], None), checks=overall_checks([report]))

@@ -13,9 +13,10 @@ from core.jobs import JobRequest, JobStatus
 from jobstore.queue import withdraw
 from jobstore.records import JobRecord
 from jobstore.store import IdempotencyConflict, QuotaExceeded, StoredJobsExceeded
-from jobstore.uploads import DatasetStore
+from jobstore.units import units_of
+from jobstore.uploads import DatasetStore, UploadStore
 from service.auth import Tenant
-from service.deps import ServicesDep, StoreDep
+from service.deps import Services, ServicesDep, StoreDep
 from service.errors import ApiError, error_responses, not_found
 from service.job_input import MAX_JOB_BODY, parse_job_request, read_capped
 from service.limits import off_loop
@@ -62,7 +63,7 @@ def _matches(if_none_match: str | None, tag: str) -> bool:
 
 def _owned(store: StoreDep, job_id: str, tenant: str) -> JobRecord:
     record = store.get(job_id, tenant)
-    if record is None:
+    if record is None or record.parent:  # a unit is part of its job, not a job of its own
         raise not_found("job", job_id)
     return record
 
@@ -126,7 +127,8 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> JobPage:
     records, next_cursor = store.list_jobs(tenant, status=status, cursor=cursor, limit=limit)
-    return JobPage(items=[Job.of(r) for r in records], next_cursor=next_cursor)
+    return JobPage(items=[Job.of(r, units_of(store, r) if r.phase == "units" else None) for r in records],
+                   next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=Job, summary="A job's status, progress and error",
@@ -143,7 +145,7 @@ def get_job(
     if _matches(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag})
     response.headers["ETag"] = tag
-    return Job.of(record)
+    return Job.of(record, units_of(store, record))
 
 
 @router.post("/{job_id}/cancel", response_model=Job, summary="Cancel a queued or running job",
@@ -159,4 +161,4 @@ def cancel(job_id: str, tenant: Tenant, services: ServicesDep) -> Job:
     if record.status is JobStatus.QUEUED and after.status is JobStatus.CANCELLED and after.dispatches:
         withdraw(services.rq, services.settings.queue, job_id, delivery=after.dispatches)
     logger.info("cancel of job %s requested by %s: now %s", job_id, tenant, after.status.value)
-    return Job.of(after)
+    return Job.of(after, units_of(store, after))
