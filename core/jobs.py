@@ -52,6 +52,29 @@ class JobRequest(BaseModel):
         return self
 
 
+class UnitKind(StrEnum):
+    TRAIN = "train"  # one training run: a regularizer and a seed
+    EVALUATE = "evaluate"  # the attacks on one shard of a model's test samples
+
+
+class UnitWork(BaseModel):
+    """What one work unit of a job computes (DESIGN §5): the planner writes it, a worker runs it.
+
+    A job is spread over units that any worker takes from the shared queue; the job assembles its
+    report once the last one succeeded. Units name the units they need first in `after`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str  # unique within the job: "train erm seed 0", "evaluate erm seed 0 [0, 500)"
+    kind: UnitKind
+    run: str = ""  # the regularizer's name (compare jobs)
+    seed: int = 0
+    start: int = 0  # evaluate units: test samples [start, stop)
+    stop: int = 0
+    finish: bool = False  # an evaluate unit holding all of a model's samples also runs its checks
+    after: list[str] = Field(default_factory=list)  # names of the units that must succeed first
+
+
 class Progress(BaseModel):
     fraction: float = Field(default=0.0, ge=0.0, le=1.0)
     stage: str = "queued"  # queued | training | evaluating | reporting | done

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -82,6 +82,44 @@ class SuiteMember(_Model):
     seconds: float
 
 
+def pack_bits(bits: list[bool]) -> str:
+    """Booleans as hex, 4 samples per digit, sample i in bit i % 4 of digit i // 4 (compact in JSON)."""
+    digits = []
+    for i in range(0, len(bits), 4):
+        digits.append("0123456789abcdef"[sum(1 << k for k, bit in enumerate(bits[i:i + 4]) if bit)])
+    return "".join(digits)
+
+
+def unpack_bits(text: str, count: int) -> list[bool]:
+    """The inverse of pack_bits, for `count` samples."""
+    values = [int(c, 16) for c in text]
+    return [bool(values[i // 4] >> (i % 4) & 1) for i in range(count)]
+
+
+class OutcomeBits(_Model):
+    norm: Literal["linf", "l2"]
+    eps: float
+    correct: str  # pack_bits of: still correct under every attack at every ε' ≤ eps, by sample index
+
+
+class SampleOutcomes(_Model):
+    """Each evaluated sample's outcome by its index in the test set (0 … samples−1): what paired tests
+    against a baseline and the merging of evaluation shards read."""
+
+    samples: int
+    clean: str  # pack_bits of: classified correctly without attack
+    worst_case: list[OutcomeBits] = Field(default_factory=list)
+
+    def clean_correct(self) -> list[bool]:
+        return unpack_bits(self.clean, self.samples)
+
+    def correct_at(self, norm: str, eps: float) -> list[bool]:
+        for row in self.worst_case:
+            if row.norm == norm and row.eps == eps:
+                return unpack_bits(row.correct, self.samples)
+        raise KeyError(f"no per-sample outcome at {norm} ε={eps}")
+
+
 class RunReport(_Model):
     regularizer: str
     kind: str
@@ -98,6 +136,7 @@ class RunReport(_Model):
     attack_costs: list[AttackCost] = Field(default_factory=list)
     suite_members: list[SuiteMember] = Field(default_factory=list)
     checkpoint: str | None = None
+    outcomes: SampleOutcomes | None = None  # per sample, by index (reports from before 1.1 have none)
 
 
 class Stat(_Model):

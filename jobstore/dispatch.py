@@ -6,6 +6,11 @@ to the tenant that has the fewest jobs handed out (pending or running), the olde
 ties. So one tenant's twenty long jobs never stand between another tenant and its first job: that
 job is next as soon as a worker takes the pending delivery in front of it.
 
+A job's work units (jobstore.units) wait in the same lines and count in the same dispatched sets,
+so a tenant's 72-unit compare takes the workers only while nobody else waits: another tenant's
+first item goes to the front of the RQ queue (it has nothing out), and the next free worker takes
+it. `max_units_in_flight_per_tenant` caps what one tenant has out at once.
+
 Each hand-over is one optimistic transaction (WATCH the lines, the RQ queue and the job, then MULTI):
 the job leaves its line, joins its tenant's dispatched set and its RQ job is written and pushed —
 RQ's `enqueue_call(pipeline=...)` writes into the same MULTI — or none of it happens. It runs after
@@ -56,20 +61,24 @@ def _dispatch_one(store: JobStore) -> str | None:
             pipe.watch(*(keys.tenant_waiting(t) for t in tenants), *(keys.tenant_dispatched(t) for t in tenants))
             best: tuple[int, float, str, str] | None = None
             empty = []
+            cap = settings.max_units_in_flight_per_tenant
             for tenant in tenants:
                 head = pipe.zrange(keys.tenant_waiting(tenant), 0, 0, withscores=True)
                 if not head:
                     empty.append(tenant)
                     continue
-                candidate = (int(pipe.scard(keys.tenant_dispatched(tenant))), float(head[0][1]), tenant,
-                             str(head[0][0]))
+                out = int(pipe.scard(keys.tenant_dispatched(tenant)))
+                if cap and out >= cap:
+                    continue  # its share of the fleet is taken: it waits for one of its own to end
+                candidate = (out, float(head[0][1]), tenant, str(head[0][0]))
                 best = candidate if best is None or candidate < best else best
             if best is None:
-                pipe.multi()
-                pipe.srem(keys.waiting_tenants(), *empty)
-                pipe.execute()
+                if empty:
+                    pipe.multi()
+                    pipe.srem(keys.waiting_tenants(), *empty)
+                    pipe.execute()
                 return None
-            _, _, tenant, job_id = best
+            out, _, tenant, job_id = best
             pipe.watch(keys.job(job_id))
             status, delivered = pipe.hmget(keys.job(job_id), "status", "dispatches")
             pipe.multi()
@@ -82,7 +91,8 @@ def _dispatch_one(store: JobStore) -> str | None:
             pipe.hset(keys.job(job_id), "dispatches", delivery)
             queue.enqueue_call(TASK, args=(job_id,), job_id=rq_job_id(job_id, delivery),
                                timeout=settings.job_timeout_seconds, result_ttl=RESULT_TTL,
-                               failure_ttl=FAILURE_TTL, description=f"robustlab job {job_id}", pipeline=pipe)
+                               failure_ttl=FAILURE_TTL, description=f"robustlab job {job_id}", pipeline=pipe,
+                               at_front=out == 0)
             pipe.execute()
             log.info("job %s of tenant %s handed to RQ (delivery %d)", job_id, tenant, delivery)
             return job_id

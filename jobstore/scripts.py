@@ -47,9 +47,14 @@ return {'created', ARGV[1]}
 # A status change moves the job between the status sets and its tenant's scheduling sets:
 # queued = waiting for fair dispatch (again, ahead of the tenant's newer jobs), running = holds one of
 # the tenant's dispatched places, finished = neither, and due for retention.
+# A unit (a record with a `parent`) lives in the unit-status sets, never in its tenant's active set
+# (the job quota) or the retention index (it goes with its parent); each of its changes also bumps
+# its parent's rev, the ETag pollers of the job watch.
 TRANSITION = """
-local cur = redis.call('HMGET', KEYS[1], 'status', 'execution', 'tenant', 'id', 'sequence')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'execution', 'tenant', 'id', 'sequence', 'parent')
 if not cur[1] then return {-1} end
+local unit = cur[6] and cur[6] ~= ''
+if unit then redis.call('HINCRBY', ARGV[1] .. 'job:' .. cur[6], 'rev', 1) end
 if ARGV[2] ~= '*' and cur[2] ~= ARGV[2] then return {0, cur[1]} end
 if not string.find(',' .. ARGV[3] .. ',', ',' .. cur[1] .. ',', 1, true) then return {0, cur[1]} end
 for i = 7, #ARGV, 2 do
@@ -64,24 +69,25 @@ redis.call('HINCRBY', KEYS[1], 'rev', 1)
 local new = ARGV[4]
 if new == '' or new == cur[1] then return {1, cur[1]} end
 local p, t, id = ARGV[1], cur[3], cur[4]
-redis.call('SMOVE', p .. 'status:' .. cur[1], p .. 'status:' .. new, id)
+local sets = unit and 'unit-status:' or 'status:'
+redis.call('SMOVE', p .. sets .. cur[1], p .. sets .. new, id)
 redis.call('HSET', KEYS[1], 'status', new)
 local active, waiting = p .. 'tenant:' .. t .. ':active', p .. 'tenant:' .. t .. ':waiting'
 local dispatched = p .. 'tenant:' .. t .. ':dispatched'
 if new == 'queued' then
-  redis.call('SADD', active, id)
+  if not unit then redis.call('SADD', active, id) end
   redis.call('SREM', dispatched, id)
   redis.call('ZADD', waiting, tonumber(cur[5] or '0'), id)
   redis.call('SADD', p .. 'waiting-tenants', t)
 elseif new == 'running' then
-  redis.call('SADD', active, id)
+  if not unit then redis.call('SADD', active, id) end
   redis.call('ZREM', waiting, id)
   redis.call('SADD', dispatched, id)
 else
   redis.call('SREM', active, id)
   redis.call('SREM', dispatched, id)
   redis.call('ZREM', waiting, id)
-  redis.call('ZADD', p .. 'retention', tonumber(ARGV[5]), id)
+  if not unit then redis.call('ZADD', p .. 'retention', tonumber(ARGV[5]), id) end
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
 end
 return {1, new}
@@ -90,8 +96,8 @@ return {1, new}
 # A queued job whose RQ delivery was lost (Redis lost it, or the dispatching process died between
 # steps) waits for dispatch again. KEYS[1] job hash. ARGV[1] prefix. Returns 1 when it was re-queued.
 REWAIT = """
-local cur = redis.call('HMGET', KEYS[1], 'status', 'tenant', 'id', 'sequence', 'cancel_requested')
-if cur[1] ~= 'queued' or cur[5] == '1' then return 0 end
+local cur = redis.call('HMGET', KEYS[1], 'status', 'tenant', 'id', 'sequence', 'cancel_requested', 'blocked')
+if cur[1] ~= 'queued' or cur[5] == '1' or cur[6] == '1' then return 0 end
 local p, t, id = ARGV[1], cur[2], cur[3]
 redis.call('SREM', p .. 'tenant:' .. t .. ':dispatched', id)
 redis.call('ZADD', p .. 'tenant:' .. t .. ':waiting', tonumber(cur[4] or '0'), id)
@@ -102,13 +108,28 @@ return 1
 # Retention: delete one finished job's record and its tenant bookkeeping, if it is still finished.
 # KEYS[1] job hash. ARGV[1] prefix. Returns 1 when deleted.
 FORGET = """
-local cur = redis.call('HMGET', KEYS[1], 'status', 'tenant', 'id')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'tenant', 'id', 'parent')
 local p = ARGV[1]
 if cur[1] == 'queued' or cur[1] == 'running' then return 0 end
 if cur[1] then
   redis.call('ZREM', p .. 'tenant:' .. cur[2] .. ':jobs', cur[3])
-  redis.call('SREM', p .. 'status:' .. cur[1], cur[3])
+  local sets = (cur[4] and cur[4] ~= '') and 'unit-status:' or 'status:'
+  redis.call('SREM', p .. sets .. cur[1], cur[3])
   redis.call('DEL', KEYS[1], KEYS[1] .. ':events', KEYS[1] .. ':execution')
 end
+return 1
+"""
+
+# A blocked unit whose units before it all succeeded joins its tenant's waiting line.
+# KEYS[1] unit hash. ARGV[1] prefix. Returns 1 when it was unblocked.
+UNBLOCK = """
+local cur = redis.call('HMGET', KEYS[1], 'status', 'tenant', 'id', 'sequence', 'blocked', 'parent')
+if cur[1] ~= 'queued' or cur[5] ~= '1' then return 0 end
+local p, t, id = ARGV[1], cur[2], cur[3]
+redis.call('HSET', KEYS[1], 'blocked', '0')
+redis.call('HINCRBY', KEYS[1], 'rev', 1)
+redis.call('ZADD', p .. 'tenant:' .. t .. ':waiting', tonumber(cur[4] or '0'), id)
+redis.call('SADD', p .. 'waiting-tenants', t)
+if cur[6] and cur[6] ~= '' then redis.call('HINCRBY', p .. 'job:' .. cur[6], 'rev', 1) end
 return 1
 """

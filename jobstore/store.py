@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 
-from core.jobs import ACTIVE_STATUSES, JobError, JobRequest, JobStatus, Progress
+from core.jobs import ACTIVE_STATUSES, JobError, JobRequest, JobStatus, Progress, UnitWork
 from core.settings import Settings
 from jobstore import scripts
 from jobstore.records import CheckpointRecord, JobRecord, Keys
@@ -218,7 +218,7 @@ class JobStore:
             return False, None
         return result[0] == 1, JobStatus(str(result[1]))
 
-    def start(self, job_id: str) -> str | None:
+    def start(self, job_id: str, worker: str = "") -> str | None:
         """Take ownership of a queued (or abandoned running) job: a new fencing token, or None.
 
         A running job can be taken over: that happens when its execution was lost (worker killed)
@@ -229,7 +229,11 @@ class JobStore:
         record = self.get(job_id)
         if record is None or record.cancel_requested:
             return None
-        fields: dict[str, Any] = {"execution": token, "+attempts": 1, "updated_at": t, "heartbeat_at": t}
+        # the execution that merges a job's finished units into its report is not another attempt at the job
+        attempt = 0 if record.phase == "assemble" else 1
+        fields: dict[str, Any] = {"execution": token, "+attempts": attempt, "updated_at": t, "heartbeat_at": t}
+        if worker:
+            fields["worker"] = worker
         if record.started_at is None:
             fields["started_at"] = t
         done, _ = self._apply(job_id, execution="*", allowed=ACTIVE, status=JobStatus.RUNNING, fields=fields)
@@ -281,7 +285,13 @@ class JobStore:
         return done
 
     def request_cancel(self, job_id: str) -> JobRecord | None:
-        """A queued job is cancelled at once; a running one is flagged for its execution to stop."""
+        """A queued job is cancelled at once; a running one is flagged for its execution to stop.
+        A job waiting for its units (owned by no execution) is cancelled at once with all its units."""
+        record = self.get(job_id)
+        if record is not None and record.units and record.status is JobStatus.RUNNING and record.phase == "units":
+            from jobstore.units import cancel_units
+
+            return cancel_units(self, record)
         t = _iso(now())
         cancelled = JobError(type="Cancelled", message="cancelled by request").model_dump_json()
         done, _ = self._apply(job_id, execution="*", allowed=JobStatus.QUEUED.value, status=JobStatus.CANCELLED,
@@ -361,6 +371,9 @@ class JobStore:
             "cancel_requested": "1" if record.cancel_requested else "0",
             "artifacts": json.dumps(record.artifacts), "rev": record.rev,
         }
+        if record.parent:
+            out |= {"parent": record.parent, "work": record.work.model_dump_json() if record.work else "",
+                    "blocked": "1" if record.blocked else "0", "sequence": record.sequence}
         return out
 
     @staticmethod
@@ -377,8 +390,12 @@ class JobStore:
             error=JobError.model_validate_json(raw["error"]) if raw.get("error") else None,
             attempts=int(raw.get("attempts", 0)), lost=int(raw.get("lost", 0)),
             deaths_here=int(raw.get("deaths_here", 0)), death_fraction=float(raw.get("death_fraction", -1.0)),
-            dispatches=int(raw.get("dispatches", 0)), sequence=int(raw.get("sequence", 0)),
+            dispatches=int(raw.get("dispatches", 0)), sequence=int(float(raw.get("sequence", 0))),
             cancel_requested=raw.get("cancel_requested") == "1",
             artifacts=json.loads(raw.get("artifacts") or "[]"), rev=int(raw.get("rev", 0)),
             result_prefix=raw.get("result_prefix") or None,
+            units=json.loads(raw.get("units") or "[]"), phase=raw.get("phase") or "",
+            parent=raw.get("parent") or None,
+            work=UnitWork.model_validate_json(raw["work"]) if raw.get("work") else None,
+            blocked=raw.get("blocked") == "1", worker=raw.get("worker") or None,
         )

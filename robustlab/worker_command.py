@@ -28,9 +28,18 @@ def worker(
     burst: Annotated[bool, typer.Option("--burst", help="Run the queued jobs, then exit.")] = False,
     name: Annotated[str, typer.Option("--name", help="Worker name (default: HOST.PID).")] = "",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also log every epoch and attack.")] = False,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="torch threads of each job process (default: "
+                                         "OMP_NUM_THREADS if set, else the cores this process may use); give "
+                                         "cores ÷ workers when several workers share a machine")] = 0,
 ) -> None:
     """Take jobs from Redis and run them, one process per job; Ctrl-C or SIGTERM stops it."""
     import redis
+
+    if threads:  # through the environment: torch in each work horse reads it when it loads
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                            else os.cpu_count() or 1)
 
     if queue:  # through the environment, so the work horses' get_settings() sees it too
         os.environ["ROBUSTLAB_QUEUE"] = queue

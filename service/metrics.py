@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 from jobstore.queue import job_queue
+from jobstore.units import units_by_tenant
 from service.deps import Services
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,11 @@ class ServiceCollector(Collector):
         for status, count in store.count_by_status().items():
             jobs.add_metric([status.value], count)
         yield jobs
+        units = GaugeMetricFamily("robustlab_units", "Work units of jobs queued or running, by tenant (a job is "
+                                  "spread over units that any worker takes)", labels=["tenant", "status"])
+        for (tenant, status_name), count in sorted(units_by_tenant(store).items()):
+            units.add_metric([tenant, status_name], count)
+        yield units
 
         queue = job_queue(self.services.rq, settings)
         yield GaugeMetricFamily("robustlab_queue_depth", "Executions waiting in the RQ queue (at most "

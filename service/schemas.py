@@ -71,13 +71,42 @@ class Job(BaseModel):
     links: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
-    def of(cls, record: JobRecord) -> Job:
-        return cls(id=record.id, kind=record.kind, status=record.status, spec=record.spec,
+    def of(cls, record: JobRecord, units: list[JobRecord] | None = None) -> Job:
+        """The public view of a record; with its unit records, `units` and the progress over them."""
+        units = units or []
+        # a job back in the queue to merge its finished units is, for its user, still running
+        status = JobStatus.RUNNING if record.phase == "assemble" and record.status is JobStatus.QUEUED \
+            else record.status
+        progress = unit_progress(record, units) if units and record.phase == "units" else record.progress
+        return cls(id=record.id, kind=record.kind, status=status, spec=record.spec,
                    checkpoint=record.checkpoint, created_at=record.created_at, started_at=record.started_at,
-                   finished_at=record.finished_at, updated_at=record.updated_at, progress=record.progress,
+                   finished_at=record.finished_at, updated_at=record.updated_at, progress=progress,
                    error=record.error, attempts=record.attempts, restarts=record.lost,
                    cancel_requested=record.cancel_requested, artifacts=record.artifacts,
+                   units=[JobUnit(name=u.work.name, kind=u.work.kind.value, status=u.status, worker=u.worker,
+                                  started_at=u.started_at, finished_at=u.finished_at, attempts=u.attempts)
+                          for u in units if u.work is not None],
                    links=job_links(record.id))
+
+
+def unit_progress(record: JobRecord, units: list[JobRecord]) -> Progress:
+    """A job's progress from its units': the mean of their fractions (a finished unit counts 1), and
+    an ETA from the units already finished (their mean duration × the work left ÷ the units running)."""
+    done = [u for u in units if u.status is JobStatus.SUCCEEDED]
+    running = [u for u in units if u.status is JobStatus.RUNNING]
+    fractions = [1.0 if u.status is JobStatus.SUCCEEDED else u.progress.fraction if u in running else 0.0
+                 for u in units]
+    left = sum(1.0 - f for f in fractions)
+    durations = [(u.finished_at - u.started_at).total_seconds() for u in done if u.finished_at and u.started_at]
+    eta = None
+    if durations and left > 0:
+        eta = round(sum(durations) / len(durations) * left / max(len(running), 1), 1)
+    training = any(u.work is not None and u.work.kind.value == "train" and not u.status.finished for u in units)
+    message = f"{len(done)}/{len(units)} units done, {len(running)} running"
+    if running and running[0].progress.message:
+        message += f"; {running[0].progress.message}"
+    return Progress(fraction=round(0.98 * sum(fractions) / len(units), 4),
+                    stage="training" if training else "evaluating", message=message[:300], eta_seconds=eta)
 
 
 class JobAccepted(BaseModel):
@@ -109,13 +138,20 @@ class UploadedModel(BaseModel):
     format: str = Field(description="registry | onnx | timm | torchvision")
     architecture: str | None = Field(description="the registry architecture (registry checkpoints only)")
     model: dict[str, Any] | None = Field(description="the model section the upload was checked with (user formats)")
+    parameters: int | None = Field(None, description="tensor elements the model holds once loaded, as measured "
+                                   "by the upload check (checked against MAX_MODEL_PARAMETERS)")
+    forward_flops: int | None = Field(None, description="FLOPs (2 x multiply-adds) of one sample's forward pass "
+                                      "(checked against MAX_FORWARD_FLOPS)")
+    flops_source: str | None = Field(None, description="how forward_flops was obtained: graph (counted from the "
+                                     "ONNX graph), counted (torch's FLOP counter) or timed (a timed forward pass)")
     created_at: datetime
 
     @classmethod
     def of(cls, record: Any) -> Self:
         return cls(id=record.id, sha256=record.sha256, bytes=record.bytes, filename=record.filename,
                    format=record.format, architecture=record.architecture, model=record.model,
-                   created_at=record.created_at)
+                   parameters=record.parameters, forward_flops=record.forward_flops,
+                   flops_source=record.flops_source, created_at=record.created_at)
 
 
 class ModelCreated(UploadedModel):
@@ -152,7 +188,7 @@ class UploadedDataset(BaseModel):
 
     @classmethod
     def of(cls, record: Any) -> Self:
-        return cls(**record.model_dump(exclude={"tenant"}))
+        return cls(**record.model_dump(exclude={"tenant", "dedupe_key"}))
 
 
 class Artifact(BaseModel):

@@ -11,7 +11,9 @@ by a short Redis lock, and safe anyway because every store transition is atomic 
    itself, and its worker is also told to stop it (in case the horse hangs with the GIL held);
 3. lost deliveries: a QUEUED job handed to RQ whose RQ job is gone (Redis lost it) waits for
    dispatch again; then waiting jobs are dispatched (jobstore.dispatch);
-4. retention: finished jobs past their retention time lose their record and their artifacts.
+4. units: a job waiting for its work units is moved along (jobstore.units.advance) in case the
+   execution of its last unit died between its fenced finish and passing that on;
+5. retention: finished jobs past their retention time lose their record, units and artifacts.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from core.jobs import JobError, JobStatus
 from core.settings import Settings
 from jobstore.queue import rq_job_id
 from jobstore.store import JobStore, now
+from jobstore.units import advance, forget_units, unit_ids_in, waiting_parents
 from worker.heartbeat import lost_after
 from worker.journal import Journal
 
@@ -66,10 +69,12 @@ class Reaper:
         if not got_lock:
             return done  # another worker's reaper has this round
         redis_was_away = time.monotonic() - self.redis_failed_at < lost_after(self.settings) + 1.0
-        for job_id in self.store.ids_in(JobStatus.RUNNING):
+        for job_id in self.store.ids_in(JobStatus.RUNNING) + unit_ids_in(self.store, JobStatus.RUNNING):
             self._check_running(job_id, done, judge_silence=not redis_was_away)
-        for job_id in self.store.ids_in(JobStatus.QUEUED):
+        for job_id in self.store.ids_in(JobStatus.QUEUED) + unit_ids_in(self.store, JobStatus.QUEUED):
             self._check_queued(job_id, done)
+        for job_id in waiting_parents(self.store):  # a unit's end its own execution could not pass on
+            advance(self.store, job_id)
         done["dispatched"] = self.store.dispatch()
         self._retention(done)
         return done
@@ -107,6 +112,9 @@ class Reaper:
         self.journal.event(job_id, "released", execution=token[:8], reason=reason.type, status=new.value)
         if stop:
             self._stop_execution(job_id, token)
+        record = self.store.get(job_id)
+        if record is not None and record.parent:
+            advance(self.store, record.parent)  # a unit failed for good (poison): so does its job
         if new.finished and self.artifacts is not None:  # a poison job (or cancelled): nothing will resume
             try:
                 self.artifacts.delete_prefix(f"jobs/{job_id}/resume")
@@ -128,6 +136,8 @@ class Reaper:
         record = self.store.get(job_id)
         if record is None or record.status is not JobStatus.QUEUED or record.cancel_requested:
             return
+        if record.blocked:
+            return  # a unit waiting for the units before it: not in any line, by design
         if job_id in self.store.waiting(record.tenant) or record.dispatches == 0:
             if record.dispatches == 0 and self.store.rewait(job_id):  # not in its line: repair
                 pass
@@ -156,6 +166,9 @@ class Reaper:
                 except OSError as exc:
                     log.warning("retention: could not delete the artifacts of job %s: %s", job_id, exc)
                     continue
+            record = self.store.get(job_id)
+            if record is not None:
+                forget_units(self.store, record)
             self.store.forget(job_id)
             self.store.redis.zrem(self.store.keys.retention(), job_id)
             done["deleted"].append(job_id)

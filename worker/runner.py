@@ -37,11 +37,13 @@ from core.specs.regularizers import Sobolev
 from jobstore.queue import redis_client
 from jobstore.records import JobRecord
 from jobstore.store import JobStore, now
+from jobstore.units import advance
 from jobstore.uploads import DatasetStore
 from worker.heartbeat import Heartbeat, lost_after
 from worker.journal import Journal
 from worker.progress import ExecutionStopped, ProgressReporter
 from worker.resume import ResumeSync
+from worker.unit_runner import UnitExecution
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,10 @@ MAX_MESSAGE = 2000
 
 class CheckpointUnavailable(ValueError):
     """The evaluate job's checkpoint record or file is missing or does not match its upload."""
+
+
+class UnitsPlanned(Exception):
+    """The job's first execution handed the job over to its units: it ends without finishing the job."""
 
 
 # An absolute path on the worker (not a URL's path): shown by its last part only.
@@ -95,6 +101,8 @@ class JobRunner:
         self.artifacts = ArtifactStore(settings.artifact_root)
         self.work_dir = settings.work_root / job_id
         self.token = ""
+        self.parent_id: str | None = None
+        self.heartbeat: Heartbeat | None = None
 
     # ------------------------------------------------------------------ entry
     def run(self) -> None:
@@ -106,13 +114,20 @@ class JobRunner:
         attempt = record.attempts + 1
         worker = os.environ.get("RQ_WORKER_ID", "")
         self.journal.begin(self.job_id, token=token, rq_job=self._rq_job_id(), worker=worker, attempt=attempt)
-        self.journal.event(self.job_id, "started", execution=token[:8], attempt=attempt, worker=worker)
+        phase = "unit" if record.parent else record.phase or "plan"
+        self.journal.event(self.job_id, "started", execution=token[:8], attempt=attempt, worker=worker, phase=phase)
         log.info("job %s: execution %s started (attempt %d)", self.job_id, token[:8], attempt)
         heartbeat = Heartbeat(self.store, self.job_id, token, self.settings.heartbeat_seconds, self._cancel_now)
+        self.heartbeat = heartbeat
+        self.parent_id = record.parent
         heartbeat.start()
         try:
             names = self._execute(record)
             self._publish(names)
+        except UnitsPlanned:
+            heartbeat.stop()
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            return
         except ExecutionStopped:
             heartbeat.stop()
             if self.store.cancel_requested(self.job_id):
@@ -164,7 +179,7 @@ class JobRunner:
                 log.warning("job %s is running elsewhere (live heartbeat): duplicate delivery skipped", self.job_id)
                 self.journal.event(self.job_id, "duplicate_skipped", rq_job=self._rq_job_id())
                 return None
-            token = self.store.start(self.job_id)
+            token = self.store.start(self.job_id, worker=os.environ.get("RQ_WORKER_ID", ""))
             if token is None:
                 log.info("job %s could not be started (cancelled or finished meanwhile)", self.job_id)
                 return None
@@ -187,35 +202,18 @@ class JobRunner:
 
     def _event(self, kind: str, **data: object) -> None:
         self.journal.event(self.job_id, kind, execution=self.token[:8], **data)
+        if self.parent_id:  # the job's journal tells its whole story, each unit's events included
+            self.journal.event(self.parent_id, kind, execution=self.token[:8], unit=self.job_id, **data)
 
     def _execute(self, record: JobRecord) -> list[str]:
         spec = parse_spec(record.spec)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        steps = len(spec.evaluation.attacks) + 2  # stage messages per evaluated run: attacks, checks, sensitivity
-        if record.kind is JobKind.COMPARE:
-            resume = ResumeSync(self.artifacts, self.job_id, self.work_dir, still_owner=self._owner)
-            restored = resume.restore()
-            if restored:
-                self._event("restored", files=restored)
-            runs = [(name, seed) for seed in spec.seeds for name in spec.training_order()]
-            reporter = ProgressReporter(self.store, self.job_id, self.token, runs=runs, stage_steps=steps,
-                                        on_epoch=resume.sync, on_event=self._event)
-            reporter.report("training", "loading the data", 0.0, force=True)
-            from worker.science import run_compare  # torch from here on (work horse only)
-
-            uploads = self._fetch_uploads(record, spec)
-            names = run_compare(spec, self.work_dir, self.settings.device, reporter, uploads)
-        else:
-            reporter = ProgressReporter(self.store, self.job_id, self.token, runs=[], stage_steps=steps)
-            reporter.report("evaluating", "fetching the checkpoint", 0.0, force=True)
-            checkpoint = self._fetch_checkpoint(record)
-            uploads = self._fetch_uploads(record, spec)
-            from worker.science import run_evaluate  # torch from here on (work horse only)
-
-            names = run_evaluate(spec, checkpoint, self.work_dir, self.settings.device, reporter, uploads,
-                                 self.settings.max_upload_bytes)
-        reporter.report("reporting", "publishing the artifacts", 0.99, force=True)
-        return names
+        if record.parent:
+            return self.units.run_unit(record, spec)
+        if record.phase == "assemble":
+            return self.units.assemble(record, spec)
+        self.units.plan(record, spec)  # the first execution: split the job into units
+        raise UnitsPlanned(self.job_id)
 
     def _fetch_checkpoint(self, record: JobRecord) -> Path:
         return self._fetch_model(record.checkpoint or "", record.tenant)
@@ -254,8 +252,14 @@ class JobRunner:
         return files
 
     @property
+    def units(self) -> UnitExecution:
+        return UnitExecution(self)
+
+    @property
     def prefix(self) -> str:
-        """This execution's own result prefix in the artifact store."""
+        """This execution's own result prefix in the artifact store (a unit's lies under its job's)."""
+        if self.parent_id:
+            return f"jobs/{self.parent_id}/units/{self.job_id}/result-{self.token}"
         return f"jobs/{self.job_id}/result-{self.token}"
 
     def _publish(self, names: list[str]) -> None:
@@ -276,11 +280,15 @@ class JobRunner:
         log.info("job %s %s%s", self.job_id, status.value, f": {error.type}: {error.message}" if error else "")
         self._event("finished", status=status.value, error=error.type if error else None)
         self.cleanup()
+        if self.parent_id:
+            advance(self.store, self.parent_id)  # the next units may go, or the job's report
         return True
 
     def cleanup(self) -> None:
         try:
             ResumeSync(self.artifacts, self.job_id, self.work_dir).discard()
+            if not self.parent_id:  # the job is over: its units' files are merged into its result, or moot
+                self.artifacts.delete_prefix(f"jobs/{self.job_id}/units")
         except OSError as exc:
             log.warning("job %s: could not delete its resume state: %s", self.job_id, exc)
         shutil.rmtree(self.work_dir, ignore_errors=True)

@@ -6,6 +6,13 @@ from pydantic import Field, field_validator, model_validator
 
 from core.specs.base import FieldError, Spec
 
+# The attack suite makes its per-radius decisions (escalating Square) per block of this many sample
+# indices (models.attacks.suite.DECISION_BLOCK), so an evaluation shard holds whole blocks.
+SHARD_BLOCK = 100
+# 500 samples per unit: a 10,000-sample evaluation spreads over 20 workers, and a small test set
+# (digits' 500) stays one unit per model.
+DEFAULT_SHARD_SIZE = 500
+
 Eps = Annotated[float, Field(gt=0.0, le=100.0)]
 
 
@@ -127,6 +134,23 @@ class EvaluationSpec(Spec):
     batch_size: int = Field(256, ge=1, le=65_536)
     max_samples: int | None = Field(None, ge=1, description="evaluate at most this many test samples")
     seed: int = Field(0, ge=0, description="seed of every random start")
+    # A shard is one work unit: workers evaluate a model's shards in parallel and the job merges
+    # them. The numbers do not depend on it (randomness is keyed by sample index, and the suite's
+    # decisions by blocks of SHARD_BLOCK samples), so it is left out of the spec hash at its default.
+    shard_size: int = Field(
+        DEFAULT_SHARD_SIZE, ge=SHARD_BLOCK, le=1_000_000,
+        description=f"test samples per evaluation unit (a multiple of {SHARD_BLOCK}); a model's "
+        "evaluation is spread over ceil(samples / shard_size) units that any worker may run",
+        exclude_if=lambda value: value == DEFAULT_SHARD_SIZE)
+
+    @field_validator("shard_size")
+    @classmethod
+    def _whole_blocks(cls, size: int) -> int:
+        if size % SHARD_BLOCK:
+            raise ValueError(f"shard_size {size} is not a multiple of {SHARD_BLOCK}: the attack suite decides "
+                             f"per block of {SHARD_BLOCK} samples, so a shard holds whole blocks "
+                             f"(e.g. {max(SHARD_BLOCK, size // SHARD_BLOCK * SHARD_BLOCK)})")
+        return size
 
     @field_validator("attacks")
     @classmethod

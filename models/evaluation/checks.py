@@ -30,16 +30,23 @@ def _status(excess: float, warn: float, fail: float) -> Status:
     return "fail" if excess > fail else "warn" if excess > warn else "pass"
 
 
-def gradient_health(grads: Tensor) -> Check:
+def gradient_stats(grads: Tensor) -> dict[str, float]:
+    """The counts gradient_health judges, as sums over samples (so shards of a test set add up)."""
+    flat = grads.flatten(1)
+    return {"samples": float(len(flat)), "zero": float((flat == 0).all(dim=1).sum()),
+            "nonfinite": float((~torch.isfinite(flat)).any(dim=1).sum()),
+            "zero_entries": float((flat == 0).sum()), "entries": float(flat.numel())}
+
+
+def gradient_health(grads: Tensor | dict[str, float]) -> Check:
     """Unavailable gradients (Pintor et al. 2022) at clean points: all-zero, NaN or infinite input
     gradients, and the share of zero entries (quantized or shattered inputs zero most of them
-    without zeroing all: 74 % zero entries passed a check that counted all-zero gradients only)."""
-    flat = grads.flatten(1)
-    nonfinite = int((~torch.isfinite(flat)).any(dim=1).sum())
-    zero = int((flat == 0).all(dim=1).sum())
-    n = len(flat)
+    without zeroing all: 74 % zero entries passed a check that counted all-zero gradients only).
+    `grads`: the gradients, or their `gradient_stats` (summed over shards)."""
+    stats = gradient_stats(grads) if isinstance(grads, Tensor) else grads
+    nonfinite, zero, n = int(stats["nonfinite"]), int(stats["zero"]), int(stats["samples"])
     share = zero / max(n, 1)
-    zero_entries = float((flat == 0).double().mean()) if flat.numel() else 0.0
+    zero_entries = stats["zero_entries"] / stats["entries"] if stats["entries"] else 0.0
     bad = nonfinite or share > 0.2 or zero_entries > ZERO_ENTRIES_FAIL
     status = "fail" if bad else "warn" if share > 0.01 or zero_entries > ZERO_ENTRIES_WARN else "pass"
     return Check(

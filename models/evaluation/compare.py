@@ -17,11 +17,12 @@ from torch import nn
 from core.reports import Check, Cost, Report, RunReport
 from core.specs.experiment import ExperimentSpec
 from core.specs.model import require_registry
+from models.attacks.context import model_device
 from models.datasets import load_dataset
 from models.datasets.base import DatasetBundle
-from models.evaluation.evaluate import evaluate_model
+from models.evaluation.evaluate import ModelEvaluation, evaluate_model
 from models.training.experiment import train_experiment
-from models.training.loop import ProgressCallback
+from models.training.loop import FitResult, ProgressCallback
 from reports.statistics import summarize
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,37 @@ def run_report(name: str, kind: str, seed: int, model: nn.Module, data: DatasetB
                surrogate: tuple[str, nn.Module] | None = None) -> RunReport:
     evaluation = evaluate_model(model, data, spec.evaluation, history=history, surrogate=surrogate,
                                 progress=(lambda s: stage(f"{name} seed {seed}: {s}")) if stage else None)
+    return report_of(name, kind, seed, evaluation, cost, checkpoint)
+
+
+def report_of(name: str, kind: str, seed: int, evaluation: ModelEvaluation, cost: Cost,
+              checkpoint: str | None) -> RunReport:
+    """One run's entry of the report, from its evaluation (in this process, or merged from units)."""
     return RunReport(
         regularizer=name, kind=kind, seed=seed, clean_accuracy=evaluation.clean_accuracy,
         samples=evaluation.samples, robust=evaluation.robust, worst_case=evaluation.worst_case,
         sensitivity=evaluation.sensitivity, cost=cost.model_copy(update={"eval_seconds": evaluation.seconds}),
         checks=evaluation.checks, trustworthy=evaluation.trustworthy, checkpoint=checkpoint,
         training_failed=evaluation.training_failed, attack_costs=evaluation.attack_costs,
-        suite_members=evaluation.suite_members,
+        suite_members=evaluation.suite_members, outcomes=evaluation.outcomes,
     )
+
+
+def training_cost(fit: FitResult | None, baseline_step: float | None) -> Cost:
+    """A run's training cost, its step time relative to the baseline run of the same seed."""
+    if fit is None:
+        return Cost()
+    ratio = fit.step_seconds / baseline_step if baseline_step else None
+    return Cost(train_seconds=fit.seconds, step_seconds=fit.step_seconds, step_time_ratio_to_baseline=ratio,
+                peak_memory_bytes=fit.peak_memory_bytes, memory_measure=fit.memory_measure)
+
+
+def compare_report(spec: ExperimentSpec, reports: list[RunReport], device: str) -> Report:
+    """The comparison report of a spec's runs (in training order per seed), aggregated over seeds."""
+    baseline = baseline_name(spec)
+    return Report(kind="compare", spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(),
+                  environment=environment(device), baseline=baseline, runs=reports,
+                  summary=summarize(reports, baseline), checks=overall_checks(reports))
 
 
 def overall_checks(runs: list[RunReport]) -> list[Check]:
@@ -98,22 +122,15 @@ def compare(spec: ExperimentSpec, out_dir: Path, *, device: str | None = None,
     base_step = {r.seed: r.fit.step_seconds for r in runs if r.name == baseline and r.fit is not None}
     reports = []
     for run in runs:
-        cost = Cost()
-        if run.fit is not None:
-            ratio = run.fit.step_seconds / base_step[run.seed] if base_step.get(run.seed) else None
-            cost = Cost(train_seconds=run.fit.seconds, step_seconds=run.fit.step_seconds,
-                        step_time_ratio_to_baseline=ratio, peak_memory_bytes=run.fit.peak_memory_bytes,
-                        memory_measure=run.fit.memory_measure)
+        cost = training_cost(run.fit, base_step.get(run.seed))
         base_model = next((r.model for r in runs if r.name == baseline and r.seed == run.seed), None)
         surrogate = (f"{baseline} seed {run.seed}", base_model) if base_model is not None and run.name != baseline \
             else None
         reports.append(run_report(run.name, run.kind, run.seed, run.model, data, spec, cost,
                                   str(run.checkpoint.relative_to(out_dir)), stage,
                                   history=run.fit.history if run.fit is not None else (), surrogate=surrogate))
-    used = str(next(runs[0].model.parameters()).device) if runs else "cpu"
-    return Report(kind="compare", spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(),
-                  environment=environment(used), baseline=baseline, runs=reports,
-                  summary=summarize(reports, baseline), checks=overall_checks(reports))
+    used = str(model_device(runs[0].model)) if runs else "cpu"
+    return compare_report(spec, reports, used)
 
 
 def evaluate_checkpoint(spec: ExperimentSpec, checkpoint: Path, *, device: str | None = None,
@@ -139,6 +156,11 @@ def evaluate_checkpoint(spec: ExperimentSpec, checkpoint: Path, *, device: str |
 
     report = diagnose_run(report, model, spec.model, data.x_test, data.y_test, num_classes=data.num_outputs,
                           device=dev)
+    return evaluate_report(spec, report, str(dev))
+
+
+def evaluate_report(spec: ExperimentSpec, report: RunReport, device: str) -> Report:
+    """The report of one evaluated model file."""
     return Report(kind="evaluate", spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(),
-                  environment=environment(str(dev)), baseline=None, runs=[report],
+                  environment=environment(device), baseline=None, runs=[report],
                   summary=summarize([report], None), checks=overall_checks([report]))

@@ -64,54 +64,62 @@ def train_experiment(
     `progress(name, seed)` may return a callback for that run's progress events. A run whose
     final checkpoint for this spec already exists is loaded, not retrained.
     """
-    registry = require_registry(spec.model)  # user model files are evaluated, never trained
     data = data if data is not None else load_dataset(spec.dataset)
     dev = select_device(device or spec.training.device)
-    spec_hash = spec.spec_hash()
     results: dict[tuple[str, int], RunResult] = {}
     for seed in spec.seeds:
         for name in spec.training_order():
             reg_spec = spec.regularizer(name)
-            checkpoint = out_dir / "checkpoints" / f"{run_id(name, seed)}.safetensors"
-            if _finished_checkpoint(checkpoint, spec_hash, spec.training.epochs):
-                model = load_model(checkpoint, device=str(dev))
-                # Its cost and history come from the checkpoint: a retried job reports them like a fresh one.
-                reused = fit_from_metadata(read_metadata(checkpoint), model)
-                results[name, seed] = RunResult(
-                    name, reg_spec.kind, seed, checkpoint, model, reused, clean_score(model, data)
-                )
-                log.info("%s: finished checkpoint found, not retrained", run_id(name, seed))
-                continue
             teacher = _teacher(reg_spec, seed, results, dev, upload_files) if isinstance(reg_spec, Sobolev) else None
-            torch.manual_seed(seed)  # the initial weights are a function of the seed alone
-            model = build_from_spec(spec.model, data.input_shape, data.num_outputs, data.channel_stats())
-            fitted = fit(
-                model,
-                build_regularizer(reg_spec, data.task, teacher),
-                data,
-                spec.training,
-                seed=seed,
-                device=dev,
-                state_path=out_dir / "state" / f"{run_id(name, seed)}.pt",
-                spec_hash=spec_hash,
-                progress=progress(name, seed) if progress is not None else None,
-            )
-            save_checkpoint(
-                checkpoint,
-                model,
-                architecture=registry.architecture,
-                params=registry.params.model_dump(mode="json"),
-                input_shape=data.input_shape,
-                num_outputs=data.num_outputs,
-                spec_hash=spec_hash,
-                epoch=spec.training.epochs,
-                extra={"run": name, "kind": reg_spec.kind, "seed": seed, "dataset": data.name,
-                       "fit": fit_summary(fitted)},
-            )
-            results[name, seed] = RunResult(
-                name, reg_spec.kind, seed, checkpoint, model, fitted, clean_score(model, data)
-            )
+            results[name, seed] = train_run(spec, name, seed, out_dir, device=dev, data=data, teacher=teacher,
+                                            progress=progress(name, seed) if progress is not None else None)
     return list(results.values())
+
+
+def train_run(spec: ExperimentSpec, name: str, seed: int, out_dir: Path, *, device: torch.device,
+              data: DatasetBundle, teacher: nn.Module | None = None,
+              progress: ProgressCallback | None = None) -> RunResult:
+    """Train one run (regularizer `name`, `seed`) into out_dir/checkpoints, resumable from out_dir/state.
+
+    A function of (spec, name, seed) alone, whichever process runs it and whatever ran before: the
+    initial weights come from torch.manual_seed(seed), the sample order and the regularizer's draws
+    from generators seeded by the seed (so a work unit on any worker trains what `compare` trains).
+    A run whose final checkpoint for this spec exists is loaded, not retrained."""
+    registry = require_registry(spec.model)  # user model files are evaluated, never trained
+    spec_hash = spec.spec_hash()
+    reg_spec = spec.regularizer(name)
+    checkpoint = out_dir / "checkpoints" / f"{run_id(name, seed)}.safetensors"
+    if _finished_checkpoint(checkpoint, spec_hash, spec.training.epochs):
+        model = load_model(checkpoint, device=str(device))
+        # Its cost and history come from the checkpoint: a retried job reports them like a fresh one.
+        reused = fit_from_metadata(read_metadata(checkpoint), model)
+        log.info("%s: finished checkpoint found, not retrained", run_id(name, seed))
+        return RunResult(name, reg_spec.kind, seed, checkpoint, model, reused, clean_score(model, data))
+    torch.manual_seed(seed)  # the initial weights are a function of the seed alone
+    model = build_from_spec(spec.model, data.input_shape, data.num_outputs, data.channel_stats())
+    fitted = fit(
+        model,
+        build_regularizer(reg_spec, data.task, teacher),
+        data,
+        spec.training,
+        seed=seed,
+        device=device,
+        state_path=out_dir / "state" / f"{run_id(name, seed)}.pt",
+        spec_hash=spec_hash,
+        progress=progress,
+    )
+    save_checkpoint(
+        checkpoint,
+        model,
+        architecture=registry.architecture,
+        params=registry.params.model_dump(mode="json"),
+        input_shape=data.input_shape,
+        num_outputs=data.num_outputs,
+        spec_hash=spec_hash,
+        epoch=spec.training.epochs,
+        extra={"run": name, "kind": reg_spec.kind, "seed": seed, "dataset": data.name, "fit": fit_summary(fitted)},
+    )
+    return RunResult(name, reg_spec.kind, seed, checkpoint, model, fitted, clean_score(model, data))
 
 
 def _finite(value: float | None) -> float | None:

@@ -33,6 +33,7 @@ from core.settings import Settings
 from core.specs import parse_spec
 from jobstore.records import JobRecord
 from jobstore.store import JobStore
+from jobstore.units import units_of
 from worker.journal import Journal
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,10 +155,15 @@ class Service:
                  f"job {job_id} to be {'/'.join(s.value for s in statuses)} (now {self.get(job_id)})")
         return self.get(job_id)
 
+    def units(self, job_id: str) -> list[JobRecord]:
+        """The job's work units (none before its first execution planned them)."""
+        return units_of(self.store, self.get(job_id))
+
     def training_epoch(self, job_id: str) -> int:
-        """The epoch the job's progress message names (0 before training)."""
-        match = re.search(r"epoch (\d+)/", self.get(job_id).progress.message)
-        return int(match.group(1)) if match else 0
+        """The latest epoch the progress of the job or of its units names (0 before training)."""
+        messages = [self.get(job_id).progress.message] + [u.progress.message for u in self.units(job_id)]
+        epochs = [int(match.group(1)) for message in messages if (match := re.search(r"epoch (\d+)/", message))]
+        return max(epochs, default=0)
 
     def horse(self, worker: subprocess.Popen[bytes]) -> psutil.Process | None:
         """The worker's current work horse (its child process), if any."""

@@ -151,8 +151,8 @@ def test_fair_dispatch_puts_another_tenants_first_job_next(store: JobStore, requ
     taken = queue.job_ids[0]
     queue.remove(taken)  # a worker takes a delivery ...
     assert store.start(taken.rsplit("_", 1)[0]) is not None
-    store.dispatch()  # ... and the next place goes to tenant b, which has nothing out yet
-    assert queue.job_ids[-1] == rq_job_id(first_of_b.id, 1)
+    store.dispatch()  # ... and the next place goes to tenant b, which has nothing out yet,
+    assert queue.job_ids[0] == rq_job_id(first_of_b.id, 1)  # at the front: the next free worker takes it
     assert set(store.waiting("a")) == set(many[2:])
 
 
