@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.attacks.keyed import mix_seed
 from models.attacks.steps import finite_gradient
 
 RANKED_CLASSES = 20  # the clean pass keeps each sample's top classes: the targets of targeted attacks
@@ -28,11 +29,12 @@ CleanBatchHook = Callable[["SweepContext", Tensor, Tensor, Tensor, Tensor], None
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameter-free model)."""
+    """The device of the model's first parameter, else of its first buffer (an ONNX graph whose weights
+    are Constant nodes has no parameters), else the CPU."""
     try:
         return next(model.parameters()).device
     except StopIteration:
-        return torch.device("cpu")
+        return next((b.device for b in model.buffers()), torch.device("cpu"))
 
 
 def bf16_autocast_available(device: torch.device) -> bool:
@@ -43,8 +45,9 @@ def bf16_autocast_available(device: torch.device) -> bool:
 
 
 def restart_seed(seed: int, eps_index: int, restart: int, block: int = 0) -> int:
-    """The generator seed of one (ε, restart, block of samples): a fixed function of the four, < 2⁶³."""
-    return (((seed * 1_000_003 + eps_index) * 10_007 + restart) * 100_003 + block) % (2**63 - 1)
+    """The generator seed of one (ε, stream, block of samples; a block is one sample by default):
+    a well-mixed function of the four (`keyed.mix_seed`), < 2⁶³."""
+    return mix_seed(seed, eps_index, restart, block)
 
 
 class CountingModel(nn.Module):
@@ -71,7 +74,13 @@ class CountingModel(nn.Module):
 
 @dataclass
 class SweepContext:
-    """One attack run: N samples, E radii, the model in eval mode on its device."""
+    """One attack run: N samples, E radii, the model in eval mode on its device.
+
+    The N samples may be a shard of a larger evaluation: x[0] is sample `offset` of it, and
+    everything random or decided about a sample is keyed by its global index offset + position
+    (`starts`, Square's keys, the suite's DECISION_BLOCK decisions), so a shard computes for its
+    samples exactly what the whole evaluation computes for them, at any batch size.
+    """
 
     model: nn.Module
     x: Tensor  # N×… inputs in [0, 1], where the caller keeps them (usually the CPU)
@@ -89,6 +98,12 @@ class SweepContext:
     diagnostics: dict[str, float] = field(default_factory=dict)  # summed indicator counts (see `note`)
     members: list[dict[str, object]] = field(default_factory=list)  # a suite's per-member record
     white_broken: Tensor | None = None  # E×N: broken before a suite's black-box member ran
+    offset: int = 0  # the global sample index of x[0] (a shard of samples 300 … 399: 300)
+    start_block: int = 1  # random starts are drawn per block of this many global indices (`starts`)
+
+    def keys(self, index: Tensor) -> Tensor:
+        """The global sample indices of the context positions `index` (CPU int64)."""
+        return index.long() + self.offset
 
     def note(self, **counts: float) -> None:
         """Add to the indicator counts the checks read (unconfirmed iterates, late loss gains ...)."""
@@ -97,25 +112,40 @@ class SweepContext:
 
     def starts(self, index: Tensor, xb: Tensor, norm: str, eps_index: int, stream: int,
                noise: Callable[[Tensor, float, str, torch.Generator], Tensor]) -> Tensor:
-        """Random starts that depend on a sample's position only, not on which samples are still left.
+        """Random starts x + δ (clipped to [0, 1]) of the samples at positions `index` (CPU), xb their inputs.
 
-        Noise is drawn for whole fixed blocks of batch_size sample positions (block c holds positions
-        c·B … c·B+B−1), each from a generator seeded with (seed, ε index, stream, c), and the rows of
-        the samples under attack are picked out. So skipping samples (broken at a smaller ε, or by an
-        earlier attack) changes nobody else's start, and with one block (batch_size ≥ N) the starts
-        are the reference's after torch.manual_seed(restart_seed(seed, ε index, stream)).
+        Each sample's δ is a function of (seed, ε index, stream, global sample index) only: with the
+        default start_block 1 it is drawn from a CPU generator seeded with restart_seed(seed, ε index,
+        stream, offset + position), whatever the batch, the shard or the samples still left beside
+        it, and on any device (drawn on the CPU, moved once per batch). A larger start_block B
+        draws one noise block per B global indices (block c: c·B … c·B+B−1, cut at the context's
+        end) from restart_seed(seed, ε index, stream, c) on the device, as torchattacks draws its
+        batch: with one block (B ≥ N, offset 0) the starts are the reference's after
+        torch.manual_seed(restart_seed(seed, ε index, stream)); those starts depend on the context's
+        size, so that mode is for comparisons with the reference, not for sharded evaluations.
         """
-        n, size, eps = self.x.shape[0], self.batch_size, self.eps[eps_index]
+        eps = self.eps[eps_index]
+        keys = self.keys(index)
+        if self.start_block == 1:
+            generator = torch.Generator()
+            template = torch.empty((1, *xb.shape[1:]), dtype=xb.dtype)
+            rows = []
+            for key in keys.tolist():
+                generator.manual_seed(restart_seed(self.seed, eps_index, stream, key))
+                rows.append(noise(template, eps, norm, generator))
+            drawn = torch.cat(rows).to(self.device, non_blocking=True) if rows else torch.empty_like(xb)
+            return torch.clamp(xb + drawn, min=0, max=1)
+        size, end = self.start_block, self.offset + self.x.shape[0]
         start = torch.empty_like(xb)
-        blocks = index // size
+        blocks = keys // size
         for block in torch.unique(blocks).tolist():
-            rows = (blocks == block).nonzero().flatten()
-            low, high = block * size, min(n, (block + 1) * size)
+            rows_of = (blocks == block).nonzero().flatten()
+            low, high = block * size, min(end, (block + 1) * size)
             generator = torch.Generator(device=self.device).manual_seed(
                 restart_seed(self.seed, eps_index, stream, block))
             shape = torch.empty((high - low, *xb.shape[1:]), device=self.device, dtype=xb.dtype)
-            drawn = noise(shape, eps, norm, generator)[(index[rows] - low).to(self.device)]
-            on_device = rows.to(self.device)
+            drawn = noise(shape, eps, norm, generator)[(keys[rows_of] - low).to(self.device)]
+            on_device = rows_of.to(self.device)
             start[on_device] = torch.clamp(xb[on_device] + drawn, min=0, max=1)
         return start
 

@@ -3,9 +3,12 @@
 The search is the published one, margin loss, L∞ and L2: each query changes one square window of
 the current best perturbation (the same window for every sample of the batch, its side shrinking
 on the paper's p schedule) and keeps the change where the margin (true logit − best other)
-falls. Every random number is drawn in the same order and shapes as torchattacks' `Square`, from a
-CPU generator seeded like its global one, so with no pruning the result is the reference's, query
-for query (tests/unit/test_square.py holds it to that).
+falls. Called without `keys`, every random number is drawn in the same order and shapes as
+torchattacks' `Square`, from a CPU generator seeded like its global one, so with no pruning the
+result is the reference's, query for query (tests/unit/test_square.py holds it to that). The sweep
+(`square_at`) passes the samples' global indices as keys: the per-sample signs then come from a
+counter-based hash of (seed, index, iteration, element) and the generator draws only the choices
+the batch shares, so a sample's search is the same in any batch, shard or worker.
 
 What torchattacks cannot do is stop a sample early unless it is broken. `prune` can: at query q of
 its checkpoints a sample still unbroken whose margin is above `prune[q]` × its margin at the start
@@ -30,10 +33,12 @@ from torch import Tensor
 
 from core.specs.evaluation import SquareAttack
 from models.attacks.context import SweepContext, restart_seed
+from models.attacks.keyed import keyed_signs
 from models.attacks.steps import admissible
 
 Logits = Callable[[Tensor], Tensor]
 P_INIT = 0.8  # the paper's (and AutoAttack's) initial fraction of pixels per square
+_START = 0  # the counter of the start's keyed per-sample draws (iteration t uses 1 + t)
 # the p schedule: the fraction of P_INIT in force after each of these iterations (of 10,000)
 _SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128),
              (8000, 256))
@@ -68,11 +73,23 @@ def _margin(logits: Tensor, y: Tensor) -> Tensor:
 
 
 class _Draws:
-    """torchattacks' random draws (CPU, then moved), from our own generator."""
+    """torchattacks' random draws (CPU, then moved), from our own generator; with `keys`, the
+    per-sample draws come from `keyed_signs` instead (see `square_attack`)."""
 
-    def __init__(self, seed: int, device: torch.device) -> None:
+    def __init__(self, seed: int, device: torch.device, keys: Tensor | None = None) -> None:
         self.generator = torch.Generator().manual_seed(seed)
         self.device = device
+        self.seed = seed
+        self.keys = None if keys is None else keys.to(device=device, dtype=torch.long)
+
+    def sample_signs(self, shape: list[int], counter: int, rows: Tensor | None = None, first: int = 0) -> Tensor:
+        """Signs of shape [n, …], one set per sample: from the generator in torchattacks' order, or
+        with keys, sign (b, j) a function of (seed, keys[rows][b], counter, first + j) only."""
+        if self.keys is None:
+            return self.signs(shape)
+        keys = self.keys if rows is None else self.keys[rows]
+        count = math.prod(shape[1:])
+        return keyed_signs(self.seed, keys, counter, count, first).view(shape).to(self.device)
 
     def uniform(self, shape: list[int]) -> Tensor:
         return torch.rand(shape, generator=self.generator)
@@ -110,17 +127,29 @@ def _l2_norms(delta: Tensor) -> Tensor:
 
 def square_attack(logits: Logits, x: Tensor, y: Tensor, eps: float, norm: str, queries: int, seed: int,
                   prune: Mapping[int, float] | None = None,
-                  watch: Callable[[int, Tensor, Tensor], None] | None = None) -> SquareOutcome:
+                  watch: Callable[[int, Tensor, Tensor], None] | None = None,
+                  keys: Tensor | None = None) -> SquareOutcome:
     """Square on N×C×H×W inputs x in [0, 1] with true labels y; `queries` iterations after the first.
 
     `watch(iteration, margin, start_margin)`, if given, sees the N margins before each iteration
     (benchmarks/square_pruning.py reads the trajectories with it).
+
+    `keys` (N int64, the samples' global indices): a sample's search then depends on (seed, its
+    key, its input) only, not on its row or on the other samples of the batch. Without keys every
+    draw comes from one generator in torchattacks' order, the per-sample ones included (the L∞
+    start's signs [n, c, 1, w], the L2 start's signs per grid cell [n, c, 1, 1], the L2 candidate's
+    [n, c, 1, 1] per iteration), so they depend on the batch. With keys those come from
+    `keyed_signs(seed, key, counter, element)` (counter 0 for the start, 1 + t at iteration t), and
+    the generator draws only what the whole batch shares (window positions, the L2 pattern's
+    transpose, the L∞ window's signs [c, 1, 1]): the same amount per iteration whatever N is.
     """
     n, c, h, w = x.shape
     features = c * h * w
-    draws = _Draws(seed, x.device)
+    if keys is not None and keys.shape != (n,):
+        raise ValueError(f"keys must hold one index per sample ({n}), got shape {tuple(keys.shape)}")
+    draws = _Draws(seed, x.device, keys)
     if norm == "linf":
-        x_best = torch.clamp(x + eps * draws.signs([n, c, 1, w]), 0.0, 1.0)
+        x_best = torch.clamp(x + eps * draws.sample_signs([n, c, 1, w], _START), 0.0, 1.0)
     else:
         x_best = torch.clamp(x + eps * _l2_start(draws, x), 0.0, 1.0)
     margin = _margin(logits(x_best), y)
@@ -141,7 +170,7 @@ def square_attack(logits: Logits, x: Tensor, y: Tensor, eps: float, norm: str, q
         if norm == "linf":
             candidate = _linf_candidate(draws, x_now, best_now, eps, p, features)
         else:
-            candidate = _l2_candidate(draws, x_now, best_now, eps, p, features)
+            candidate = _l2_candidate(draws, x_now, best_now, eps, p, features, iteration, todo)
         new_margin = _margin(logits(candidate), y[todo])
         better = new_margin < margin[todo]
         margin[todo] = torch.where(better, new_margin, margin[todo])
@@ -165,20 +194,25 @@ def _l2_start(draws: _Draws, x: Tensor) -> Tensor:
     5 × 5 grid of squares (vectors, seen as 1 × D images) start from random signs instead."""
     n, c, h, w = x.shape
     if h < 5 or w < 5:
-        signs = draws.signs([n, c, h, w])
+        signs = draws.sample_signs([n, c, h, w], _START)
         return signs / (_l2_norms(signs) + 1e-12)
     delta = torch.zeros_like(x)
     s = h // 5
     first = (h - s * 5) // 2
+    cells = x.shape[3] // s
     for row in range(h // s):
-        for col in range(x.shape[3] // s):
+        for col in range(cells):
             vh, vw = first + row * s, first + col * s
-            delta[:, :, vh: vh + s, vw: vw + s] += draws.eta(s).view(1, 1, s, s) * draws.signs([n, c, 1, 1])
+            pattern = draws.eta(s).view(1, 1, s, s)
+            signs = draws.sample_signs([n, c, 1, 1], _START, first=(row * cells + col) * c)
+            delta[:, :, vh: vh + s, vw: vw + s] += pattern * signs
     return delta / (_l2_norms(delta) + 1e-12)
 
 
-def _l2_candidate(draws: _Draws, x: Tensor, best: Tensor, eps: float, p: float, features: int) -> Tensor:
-    """Move the mass of one random window into another, keeping the whole perturbation's L2 norm ≤ eps."""
+def _l2_candidate(draws: _Draws, x: Tensor, best: Tensor, eps: float, p: float, features: int, iteration: int,
+                  rows: Tensor) -> Tensor:
+    """Move the mass of one random window into another, keeping the whole perturbation's L2 norm ≤ eps;
+    `rows`: the batch rows of x (their keys draw the per-sample signs)."""
     n, c, h, w = x.shape
     s = max(round(math.sqrt(p * features / c)), 3)
     s += 1 - s % 2  # odd
@@ -192,7 +226,8 @@ def _l2_candidate(draws: _Draws, x: Tensor, best: Tensor, eps: float, p: float, 
     both[:, :, vh: vh + s, vw: vw + s] = 1.0
     both[:, :, vh2: vh2 + s, vw2: vw2 + s] = 1.0
     image_norm, windows_norm = _l2_norms(delta), _l2_norms(delta * both)
-    fresh = torch.ones([n, c, s, s], device=x.device) * draws.eta(s).view(1, 1, s, s) * draws.signs([n, c, 1, 1])
+    pattern = draws.eta(s).view(1, 1, s, s)
+    fresh = torch.ones([n, c, s, s], device=x.device) * pattern * draws.sample_signs([n, c, 1, 1], 1 + iteration, rows)
     fresh = fresh + window / (1e-12 + window_norm)
     budget = torch.clamp(eps**2 - image_norm**2, min=0.0) / c + windows_norm**2
     fresh = fresh / (1e-12 + (fresh**2).sum(dim=(-2, -1), keepdim=True).sqrt()) * budget.sqrt()
@@ -208,22 +243,27 @@ def _logits(model: Callable[[Tensor], Tensor], shape: torch.Size, v: Tensor) -> 
 
 
 def square_at(ctx: SweepContext, i: int, queries: int, stream: int = 0,
-              prune: Mapping[int, float] | None = None) -> int:
-    """Square at radius i on the samples still unbroken there, seeded with (ctx.seed, i, stream);
-    returns how many of them `prune` left alone before their budget ran out.
+              prune: Mapping[int, float] | None = None, among: Tensor | None = None) -> int:
+    """Square at radius i on the samples still unbroken there (and in `among`, an N bool mask, if
+    given), seeded with (ctx.seed, i, stream); returns how many of them `prune` left alone before
+    their budget ran out.
 
-    Like torchattacks' Square in `reference.attack_at`: each chunk of batch_size samples is one
-    search seeded alike, vectors go in as N×1×1×D, and a sample counts as broken only when its
-    point is admissible and an fp32 forward misclassifies it.
+    Each chunk of batch_size samples is one search with the same seed and the samples' global
+    indices as keys (`square_attack`): a sample's search is the same in any batch or shard. Vectors
+    go in as N×1×1×D, and a sample counts as broken only when its point is admissible and an fp32
+    forward misclassifies it.
     """
     eps, seed = ctx.eps[i], restart_seed(ctx.seed, i, stream)
     pruned = 0
-    for index in ctx.chunks(ctx.advance(i)):
+    todo = ctx.advance(i)
+    if among is not None:
+        todo = todo[among[todo]]
+    for index in ctx.chunks(todo):
         xb, yb = ctx.batch(index)
         images = xb if xb.dim() == 4 else xb.reshape(len(xb), 1, 1, -1)
         with torch.no_grad():
             out = square_attack(partial(_logits, ctx.model, xb.shape[1:]), images, yb, eps=eps, norm=ctx.norm,
-                                queries=queries, seed=seed, prune=prune)
+                                queries=queries, seed=seed, prune=prune, keys=ctx.keys(index))
         x_adv = out.x_best.reshape(xb.shape)
         pruned += int(out.pruned.sum())
         ctx.mark(i, index, ctx.misclassified(x_adv, yb) & admissible(xb, x_adv, eps, ctx.norm))

@@ -2,7 +2,8 @@
 
 `run_apgd` runs one APGD spec by the sweep's rules: radii ascending, only the samples unbroken at
 a radius are attacked, each restart and each target class only for the samples every earlier one
-left unbroken, each sample dropped at its first misclassified iterate, starts seeded by position.
+left unbroken, each sample dropped at its first misclassified iterate, each start keyed by (seed,
+radius, stream, global sample index).
 
 The standard suite (`STANDARD`) is the cheapest ordering found that comes close to AutoAttack
 standard (benchmarks/eval_suite.py measures it against `reference.run_autoattack`): at each
@@ -12,6 +13,12 @@ saturated-softmax masking), with fresh starts for the survivors left near the bo
 Square as the gradient-free control, escalated to AutoAttack's budget when it beats the rest.
 Each member's contribution (samples it broke) and cost (gradient evaluations, forwards, seconds)
 is recorded per radius in `ctx.members`.
+
+Nothing a sample gets depends on the other samples of its batch or shard: its starts and Square's
+draws are keyed by its global index, its replicas run in fixed groups, and the one decision taken
+over many samples (escalating Square) is taken per DECISION_BLOCK of global indices. An evaluation
+split into shards whose boundaries are multiples of DECISION_BLOCK, run with the matching
+`offset`s and concatenated, gives exactly the result of one run on all of it.
 """
 
 from __future__ import annotations
@@ -60,6 +67,15 @@ BORDERLINE_TARGETS = 3  # a borderline survivor is also pursued on its next two 
 # were), and 15-29 % of their gradient evaluations are saved.
 GIVE_UP = {10: -0.3}
 ESCALATE_SHARE = 0.01  # Square breaking more than this share of the white-box survivors escalates it
+# Every decision the suite takes over several samples (escalating Square) is taken per block of
+# this many global sample indices (0-99, 100-199, ...), never over the whole context, so that an
+# evaluation split into shards decides as one run on all its samples does: shard boundaries must
+# be multiples of it.
+DECISION_BLOCK = 100
+# The screening of focused APGD-T runs a survivor's targets this many at a time, each group only
+# on what the earlier ones left (a fixed number: which targets a sample gets must not depend on
+# how many samples share its batch).
+SCREEN_GROUP = 3
 ESCALATED_QUERIES = 5000  # AutoAttack's Square budget
 # The escalated Square leaves a sample alone once its margin is still above this share of its start
 # margin at these queries: on four masked LeNet-5s (benchmarks/square_pruning.py) no sample Square
@@ -130,17 +146,19 @@ class _Replicas:
 
 
 def _replicated_dlr(ctx: SweepContext, i: int, xb: Tensor, yb: Tensor, starts: list[Tensor], targets: list[Tensor],
-                    steps: int, give_up: dict[int, float] | None = None) -> _Replicas:
+                    steps: int, give_up: dict[int, float] | None = None, group: int = 0) -> _Replicas:
     """Targeted APGD-DLR from each (start, target) pair on the same m rows, run as one batch.
 
     The samples' replicas share each iteration, so R runs cost about the wall time of one where
     the batch is small (a few survivors, a small model: the cost of an iteration is mostly fixed),
-    which is where the suite spends its extra starts and targets. At most `batch_size` rows go
-    through the model at once: larger batches run in groups of replicas, each group only on the
-    rows no earlier group broke (their later replicas report not found, loss −∞).
+    which is where the suite spends its extra starts and targets. Replicas run in groups of
+    `group` (0: all at once), each group only on the rows no earlier group broke (their later
+    replicas report not found, loss −∞): which replicas a sample gets depends on its own outcomes
+    only, never on the batch or the shard it is in. At most `batch_size` rows go through the model
+    at once: a group on more rows runs on chunks of them (every row's run is its own).
     """
     m = len(yb)
-    group = max(1, ctx.batch_size // max(m, 1))
+    group = group or len(starts)
     confirmed = torch.zeros((len(starts), m), dtype=torch.bool, device=ctx.device)
     loss_best = torch.full((len(starts), m), float("-inf"), device=ctx.device)
     x_best = xb.unsqueeze(0).repeat(len(starts), *([1] * xb.dim()))
@@ -149,15 +167,16 @@ def _replicated_dlr(ctx: SweepContext, i: int, xb: Tensor, yb: Tensor, starts: l
         if not rows.numel():
             break
         count = len(starts[first:first + group])
-        rep_y = yb[rows].repeat(count)
-        out = apgd_run(ctx.model, xb[rows].repeat(count, *([1] * (xb.dim() - 1))), rep_y,
-                       torch.cat([s[rows] for s in starts[first:first + group]]), eps=ctx.eps[i], norm=ctx.norm,
-                       steps=steps, loss="dlr", target=torch.cat([t[rows] for t in targets[first:first + group]]),
-                       eot=ctx.eot, give_up=give_up)
         block = slice(first, first + count)
-        confirmed[block, rows] = _confirm(ctx, rep_y, out, "dlr").view(count, len(rows))
-        loss_best[block, rows] = out.loss_best.view(count, len(rows))
-        x_best[block, rows] = out.x_best.view(count, len(rows), *xb.shape[1:])
+        for part in torch.split(rows, max(1, ctx.batch_size // count)):
+            rep_y = yb[part].repeat(count)
+            out = apgd_run(ctx.model, xb[part].repeat(count, *([1] * (xb.dim() - 1))), rep_y,
+                           torch.cat([s[part] for s in starts[block]]), eps=ctx.eps[i], norm=ctx.norm,
+                           steps=steps, loss="dlr", target=torch.cat([t[part] for t in targets[block]]),
+                           eot=ctx.eot, give_up=give_up)
+            confirmed[block, part] = _confirm(ctx, rep_y, out, "dlr").view(count, len(part))
+            loss_best[block, part] = out.loss_best.view(count, len(part))
+            x_best[block, part] = out.x_best.view(count, len(part), *xb.shape[1:])
     return _Replicas(confirmed, loss_best, x_best)
 
 
@@ -196,7 +215,8 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
         xb, yb = ctx.batch(index)
         classes = torch.stack([_targets(ctx, index, yb, rank) for rank in ranks])  # R×n: the class of each rank
         start = ctx.starts(index, xb, ctx.norm, i, stream, apgd_start_noise)
-        screened = _replicated_dlr(ctx, i, xb, yb, [start] * len(ranks), list(classes), screen_steps)
+        screened = _replicated_dlr(ctx, i, xb, yb, [start] * len(ranks), list(classes), screen_steps,
+                                   group=SCREEN_GROUP)
         alive = ~screened.confirmed.any(dim=0)
         ctx.mark(i, index, (~alive).cpu())
         best_loss, best_x = screened.loss_best, screened.x_best  # R×n and R×n×…: per (target, sample)
@@ -248,15 +268,23 @@ def members_for(num_classes: int) -> tuple[Member, ...]:
     return Member(ce.name, "apgd", loss="ce", steps=ce.steps, restarts=2), square
 
 
-def _run_member(ctx: SweepContext, i: int, name: str, attack: Callable[[], int | None]) -> tuple[int, int]:
-    """Run one member at radius i on the samples still unbroken there and record what it broke and
-    cost in ctx.members (`attack` may return how many samples it gave up on early); (before, after)."""
+def _run_member(ctx: SweepContext, i: int, name: str, attack: Callable[[], int | None],
+                among: Tensor | None = None) -> tuple[int, int]:
+    """Run one member at radius i on the samples still unbroken there (and in `among`, an N bool
+    mask, if given) and record what it broke and cost in ctx.members (`attack` may return how
+    many samples it gave up on early); (before, after). Every count is a sum over samples: the
+    records of the shards of an evaluation add up to the whole run's."""
     counter = ctx.model if isinstance(ctx.model, CountingModel) else None
-    before = int(ctx.advance(i).numel())
+
+    def left() -> int:
+        todo = ctx.advance(i)
+        return int(todo.numel() if among is None else among[todo].sum())
+
+    before = left()
     grads, forwards = counter.counts() if counter else (0, 0)
     started = time.perf_counter()
     pruned = attack() if before else None
-    after = int(ctx.advance(i).numel())
+    after = left()
     g2, f2 = counter.counts() if counter else (0, 0)
     record: dict[str, object] = {"member": name, "eps": ctx.eps[i], "attacked": before, "broken": before - after,
                                  "gradient_evaluations": g2 - grads, "forwards": f2 - forwards,
@@ -265,6 +293,25 @@ def _run_member(ctx: SweepContext, i: int, name: str, attack: Callable[[], int |
         record["pruned"] = pruned
     ctx.members.append(record)
     return before, after
+
+
+def escalating(ctx: SweepContext, i: int, survivors: Tensor) -> Tensor | None:
+    """The samples (N bool mask) of the DECISION_BLOCKs where the Square control broke more than
+    ESCALATE_SHARE of that block's `survivors` (the positions it was given at radius i) and left
+    some; None if no block escalates."""
+    if not survivors.numel():
+        return None
+    blocks = ctx.keys(survivors) // DECISION_BLOCK
+    _, inverse = torch.unique(blocks, return_inverse=True)
+    size = int(inverse.max()) + 1
+    attacked = torch.bincount(inverse, minlength=size)
+    broken = torch.bincount(inverse[ctx.broken[i, survivors]], minlength=size)
+    escalate = (broken.double() > ESCALATE_SHARE * attacked.double()) & (broken < attacked)
+    if not escalate.any():
+        return None
+    among = torch.zeros(ctx.x.shape[0], dtype=torch.bool)
+    among[survivors[escalate[inverse]]] = True
+    return among
 
 
 def _member_attack(ctx: SweepContext, i: int, member: Member) -> Callable[[], int | None]:
@@ -279,24 +326,32 @@ def _member_attack(ctx: SweepContext, i: int, member: Member) -> Callable[[], in
 
 
 def run_suite(ctx: SweepContext, spec: SuiteSpec) -> dict[str, int]:
-    """The standard suite at each radius, ascending: every member on the survivors of the earlier ones."""
+    """The standard suite at each radius, ascending: every member on the survivors of the earlier ones.
+
+    Square escalates per DECISION_BLOCK of global sample indices (`escalating`): the escalated
+    searches run on the survivors of the blocks where the control beat the white-box members.
+    """
     stats = ctx.clean_pass()
     members = members_for(ctx.num_classes)
     for i in range(len(ctx.eps)):
         for member in members:
+            survivors = ctx.advance(i)
             if member.kind == "square":
                 if ctx.white_broken is None:
                     ctx.white_broken = torch.zeros_like(ctx.broken)
                 ctx.white_broken[i] = ctx.broken[i]  # what the white-box members broke (transfer check)
-            before, after = _run_member(ctx, i, member.name, _member_attack(ctx, i, member))
-            if member.kind == "square" and after and before - after > ESCALATE_SHARE * before:
-                # the gradient-free control beat the white-box members: their gradients mislead
-                # (masking), so the black-box search gets AutoAttack's budget on the rest, and
-                # another independent search for what the first left
-                for restart in range(ESCALATED_RESTARTS):
-                    if not ctx.advance(i).numel():
-                        break
-                    name = f"square-{ESCALATED_QUERIES}" + (f"-restart-{restart}" if restart else "")
-                    _run_member(ctx, i, name, partial(square_at, ctx, i, ESCALATED_QUERIES,
-                                                      stream=_STREAM_SQUARE + 1 + restart, prune=SQUARE_PRUNE))
+            _run_member(ctx, i, member.name, _member_attack(ctx, i, member))
+            among = escalating(ctx, i, survivors) if member.kind == "square" else None
+            if among is None:
+                continue
+            # the gradient-free control beat the white-box members: their gradients mislead
+            # (masking), so the black-box search gets AutoAttack's budget on the rest of those
+            # blocks, and another independent search for what the first left
+            for restart in range(ESCALATED_RESTARTS):
+                if not among[ctx.advance(i)].any():
+                    break
+                name = f"square-{ESCALATED_QUERIES}" + (f"-restart-{restart}" if restart else "")
+                _run_member(ctx, i, name, partial(square_at, ctx, i, ESCALATED_QUERIES,
+                                                  stream=_STREAM_SQUARE + 1 + restart, prune=SQUARE_PRUNE,
+                                                  among=among), among=among)
     return stats

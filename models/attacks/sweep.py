@@ -81,7 +81,7 @@ ATTACKS: Registry[AttackKind, AttackEntry] = Registry("attack", AttackKind)
 
 
 def _random_starts(ctx: SweepContext, index: Tensor, xb: Tensor, norm: str, eps_index: int, restart: int) -> Tensor:
-    """PGD's random starts (torchattacks' draws), from `SweepContext.starts` (position-only seeding)."""
+    """PGD's random starts (torchattacks' draws per sample), from `SweepContext.starts` (keyed by global index)."""
     return ctx.starts(index, xb, norm, eps_index, restart, start_noise)
 
 
@@ -191,6 +191,8 @@ def run_attack(
     already_broken: Tensor | None = None,
     amp: bool = False,
     eot: int = 1,
+    offset: int = 0,
+    start_block: int = 1,
 ) -> AttackResult:
     """Attack `model` with `spec` at each of spec.eps; `correct[i, b]`: sample b survives at eps[i].
 
@@ -201,7 +203,17 @@ def run_attack(
     bf16 left unbroken are attacked again in fp32 from the same starts, so amp never reports a
     higher accuracy than fp32); APGD and the suite always run in fp32.
     eot: APGD averages its gradients over this many forward passes (randomized models).
+    offset: the global index of x[0] when x is a shard of a larger evaluation (samples 300 … 399:
+    300). Every random draw and every decision about a sample is keyed by (seed, radius, stream,
+    offset + position), so the shards of an evaluation, concatenated, give exactly the result of
+    one run on all its samples, at any batch size (the suite decides per DECISION_BLOCK global
+    indices: shard boundaries must be multiples of it).
+    start_block: random starts per block of this many global indices (`SweepContext.starts`); the
+    default 1 keys them per sample. A block ≥ N draws torchattacks' starts for the whole context
+    (for comparisons with the reference; not shard-invariant).
     """
+    if offset < 0 or start_block < 1:
+        raise ValueError(f"offset must be ≥ 0 and start_block ≥ 1 (got {offset}, {start_block})")
     started = time.perf_counter()
     eps = sorted(float(e) for e in spec.eps)
     broken = _check_inputs(x, y, eps, already_broken)
@@ -211,7 +223,7 @@ def run_attack(
     counted = CountingModel(model)
     ctx = SweepContext(model=counted, x=x.detach(), y=y.detach().long(), eps=eps, broken=broken,
                        batch_size=batch_size, seed=seed, amp=amp, device=model_device(model), norm=spec.norm,
-                       eot=eot)
+                       eot=eot, offset=offset, start_block=start_block)
     try:
         stats = entry.run(ctx, spec)
     finally:

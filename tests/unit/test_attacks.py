@@ -23,6 +23,7 @@ from tests.unit.attack_fixtures import trained_digits_mlp
 EPS_LINF = [0.02, 0.05, 0.1, 0.2]
 EPS_L2 = [0.25, 0.5, 1.0, 2.0]
 N = 200
+ONE_BLOCK = 1 << 30  # start_block: all samples' starts drawn as one block, as torchattacks draws its batch
 
 
 class Counting(nn.Module):
@@ -54,8 +55,8 @@ def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 def _reference(model: nn.Module, x: Tensor, y: Tensor, make, eps_list: list[float], seed: int = 0) -> Tensor:
     """torchattacks called once per ε: E×N bool correct (the naive loop the sweep replaces).
 
-    The global RNG is seeded as the sweep seeds its generator for (seed, ε index, restart 0), so
-    with one block of samples both start from the very same random points.
+    The global RNG is seeded as the sweep seeds its generator for (seed, ε index, restart 0, block
+    0), so with one block of samples (start_block=ONE_BLOCK) both start from the very same points.
     """
     rows = []
     for i, eps in enumerate(eps_list):
@@ -96,7 +97,8 @@ def test_fgsm_l2_steps_are_inside_the_ball(trained) -> None:
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("random_start", [True, False])
 def test_pgd_is_never_weaker_than_torchattacks(trained, norm: str, random_start: bool) -> None:
-    """Same eps, alpha, steps and (one block of samples) the same random starts as torchattacks.
+    """Same eps, alpha, steps and (one block of samples: start_block=ONE_BLOCK) the same random
+    starts as torchattacks.
 
     Each sample then follows torchattacks' path until its first misclassified iterate, which the
     sweep keeps while torchattacks reports the last iterate: sample by sample, whatever
@@ -106,7 +108,7 @@ def test_pgd_is_never_weaker_than_torchattacks(trained, norm: str, random_start:
     model, x, y = trained
     eps_list, steps = (EPS_LINF, 10) if norm == "linf" else (EPS_L2, 10)
     spec = PGDAttack(kind="pgd", norm=norm, eps=eps_list, steps=steps, random_start=random_start)
-    ours = run_attack(model, x, y, spec, seed=0, batch_size=256).correct
+    ours = run_attack(model, x, y, spec, seed=0, batch_size=256, start_block=ONE_BLOCK).correct
     cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
 
     def make(m: nn.Module, eps: float):
@@ -121,7 +123,8 @@ def test_pgd_is_never_weaker_than_torchattacks(trained, norm: str, random_start:
 
 
 def test_pgd_with_small_batches_is_still_never_weaker(trained) -> None:
-    """Several sample blocks (other random starts than torchattacks'): the accuracies still hold."""
+    """Starts keyed per sample (the default; other random starts than torchattacks'): with two
+    restarts the accuracies still hold, up to one sample (other starts, another sample's luck)."""
     model, x, y = trained
     spec = PGDAttack(kind="pgd", eps=EPS_LINF, steps=10, restarts=2)
     ours = run_attack(model, x, y, spec, seed=0, batch_size=48).correct.double().mean(dim=1)
@@ -130,7 +133,7 @@ def test_pgd_with_small_batches_is_still_never_weaker(trained) -> None:
         return torchattacks.PGD(m, eps=eps, alpha=2.5 * eps / 10, steps=10)
 
     theirs = _reference(model, x, y, make, EPS_LINF).double().mean(dim=1)
-    assert (ours <= theirs).all(), (ours, theirs)
+    assert (ours <= theirs + 1 / N).all(), (ours, theirs)
 
 
 def test_sweep_rules_monotone_already_broken_and_clean_errors(trained) -> None:
@@ -148,7 +151,7 @@ def test_sweep_rules_monotone_already_broken_and_clean_errors(trained) -> None:
         assert not correct[:, ~clean].any()
         assert result.gradient_stats["samples"] == N and result.gradient_stats["nonfinite"] == 0
         assert result.seconds > 0
-        # Skipping the given samples changes nothing for the others (their starts are positional).
+        # Skipping the given samples changes nothing for the others (their starts are keyed per sample).
         alone = run_attack(model, x, y, spec, seed=3, batch_size=50).correct
         assert torch.equal(correct, alone & ~already.int().cummax(dim=0).values.bool())
 
