@@ -6,10 +6,14 @@ The estimate is deliberately simple and errs on the large side; each figure has 
 (`Settings.max_job_*`, overridable per tenant with ROBUSTLAB_TENANT_LIMITS), and a job over a limit
 is refused with a 422 that names the field at fault and the limit.
 
-- parameters: of the model (registry architectures; user models are bounded by their upload size);
+- parameters: of the model (registry architectures from their parameters; an uploaded model as its
+  upload check measured it, real storage once loaded);
+- forward_flops: of one sample's forward pass (2 x multiply-adds; registry architectures estimated,
+  uploaded models measured);
 - activation_bytes: activations kept for the backward pass of one training batch (x3 when a
   regularizer differentiates the input gradient again);
-- dataset_bytes: the training and test inputs as float32;
+- dataset_bytes: the training and test inputs as float32 (an uploaded dataset: its recorded shape,
+  classes and sample counts, read exactly as a built-in dataset's);
 - train_samples: runs (regularizers x seeds) x epochs x training samples;
 - attack_steps: runs x the sum over attacks of steps x restarts x radii (x targets for APGD-T), and
   attack_steps_per_radius: the largest steps x restarts of one attack.
@@ -18,6 +22,7 @@ is refused with a 422 that names the field at fault and the limit.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 from typing import Any
@@ -33,8 +38,27 @@ SUITE_STEPS = 100 + 9 * 100 + 9 * 100 + 5000  # APGD-CE, APGD-T, FAB-T, Square (
 
 
 @dataclass(frozen=True)
+class UploadedData:
+    """What the upload checker recorded about an uploaded dataset (jobstore DatasetRecord)."""
+
+    sample_shape: Sequence[int]
+    num_classes: int
+    train_samples: int
+    test_samples: int
+
+
+@dataclass(frozen=True)
+class UploadedModel:
+    """What the upload checker measured of an uploaded model (jobstore CheckpointRecord)."""
+
+    parameters: int
+    forward_flops: int
+
+
+@dataclass(frozen=True)
 class JobCost:
     parameters: int
+    forward_flops: int
     activation_bytes: int
     dataset_bytes: int
     train_samples: int
@@ -46,35 +70,46 @@ class JobCost:
         return asdict(self)
 
 
-# field of JobCost -> (Settings attribute, spec path shown to the user, what to change)
-LIMITS: dict[str, tuple[str, str, str]] = {
-    "runs": ("max_job_runs", "spec.regularizers", "fewer regularizers or seeds"),
-    "parameters": ("max_job_parameters", "spec.model.params", "a smaller model"),
-    "activation_bytes": ("max_job_activation_bytes", "spec.training.batch_size", "a smaller batch or model"),
-    "dataset_bytes": ("max_job_dataset_bytes", "spec.dataset", "fewer samples or features"),
-    "train_samples": ("max_job_train_samples", "spec.training.epochs", "fewer epochs, runs or samples"),
-    "attack_steps": ("max_job_attack_steps", "spec.evaluation.attacks", "fewer steps, restarts or radii"),
-    "attack_steps_per_radius": ("max_job_attack_steps_per_radius", "spec.evaluation.attacks",
-                                "fewer steps or restarts per attack"),
-}
+# (field of JobCost, Settings attribute, spec path shown to the user, what to change); one figure may
+# have several limits (a model's parameters: the job's limit and the uploaded-model limit)
+LIMITS: list[tuple[str, str, str, str]] = [
+    ("runs", "max_job_runs", "spec.regularizers", "fewer regularizers or seeds"),
+    ("parameters", "max_job_parameters", "spec.model.params", "a smaller model"),
+    ("parameters", "max_model_parameters", "spec.model", "a smaller model"),
+    ("forward_flops", "max_forward_flops", "spec.model", "a model with a cheaper forward pass or smaller inputs"),
+    ("activation_bytes", "max_job_activation_bytes", "spec.training.batch_size", "a smaller batch or model"),
+    ("dataset_bytes", "max_job_dataset_bytes", "spec.dataset", "fewer samples or features"),
+    ("train_samples", "max_job_train_samples", "spec.training.epochs", "fewer epochs, runs or samples"),
+    ("attack_steps", "max_job_attack_steps", "spec.evaluation.attacks", "fewer steps, restarts or radii"),
+    ("attack_steps_per_radius", "max_job_attack_steps_per_radius", "spec.evaluation.attacks",
+     "fewer steps or restarts per attack"),
+]
 
 
-def _shape(spec: ExperimentSpec) -> tuple[tuple[int, ...], int, int]:
-    """(input shape, outputs, samples available) of the dataset; uploads use the model's declared shape."""
+def _shape(spec: ExperimentSpec, upload: UploadedData | None) -> tuple[tuple[int, ...], int, int, int]:
+    """(input shape, outputs, training samples, test samples) the dataset holds before train_size /
+    test_size pick from it (a built-in dataset: 80 / 20 of what it has)."""
     data: Any = spec.dataset
     name = data.name
+    shape: tuple[int, ...]
+    if name == "upload" and upload is not None:
+        return (tuple(int(v) for v in upload.sample_shape), int(upload.num_classes), int(upload.train_samples),
+                int(upload.test_samples))
     if name == "digits":
-        return DIGITS
-    if name in IMAGES:
-        return IMAGES[name]
-    if name == "synthetic":
-        return (int(data.n_features),), int(data.n_classes), int(data.n_samples)
-    if name == "function_regression":
-        return (int(data.dim),), 1, int(data.n_samples)
-    model: Any = spec.model
-    declared = tuple(getattr(model, "input_shape", None) or (3, 32, 32))
-    samples = (getattr(data, "train_size", None) or 0) + (getattr(data, "test_size", None) or 0)
-    return declared, int(getattr(model, "num_classes", 10) or 10), samples or 60_000
+        shape, outputs, available = DIGITS
+    elif name in IMAGES:
+        shape, outputs, available = IMAGES[name]
+    elif name == "synthetic":
+        shape, outputs, available = (int(data.n_features),), int(data.n_classes), int(data.n_samples)
+    elif name == "function_regression":
+        shape, outputs, available = (int(data.dim),), 1, int(data.n_samples)
+    else:  # a local .npz (the CLI), or an upload the caller did not look up: the model's declared shape
+        model: Any = spec.model
+        shape = tuple(getattr(model, "input_shape", None) or (3, 32, 32))
+        outputs = int(getattr(model, "num_classes", 10) or 10)
+        available = ((getattr(data, "train_size", None) or 0) + (getattr(data, "test_size", None) or 0)) or 60_000
+    train = int(available * 0.8)
+    return shape, outputs, train, max(available - train, 1)
 
 
 def _mlp(inputs: int, hidden: list[int], outputs: int) -> tuple[int, int]:
@@ -84,39 +119,50 @@ def _mlp(inputs: int, hidden: list[int], outputs: int) -> tuple[int, int]:
     return parameters, 2 * sum(sizes[1:])
 
 
-def _model(spec: ExperimentSpec, shape: tuple[int, ...], outputs: int) -> tuple[int, int]:
-    """(parameters, activation floats per sample) of the spec's model (rough, on the large side)."""
+def _model(spec: ExperimentSpec, shape: tuple[int, ...], outputs: int,
+           upload: UploadedModel | None) -> tuple[int, int, int]:
+    """(parameters, forward FLOPs, activation floats) per sample of the spec's model (rough, on the large side)."""
     model: Any = spec.model
     architecture = getattr(model, "architecture", None)
     params: Any = getattr(model, "params", None)
     channels, pixels = (shape[0], math.prod(shape[1:])) if len(shape) == 3 else (1, math.prod(shape))
     if architecture == "mlp":
-        return _mlp(math.prod(shape), list(params.hidden), outputs)
+        parameters, activations = _mlp(math.prod(shape), list(params.hidden), outputs)
+        return parameters, 2 * parameters, activations
     if architecture == "lenet5":
-        return 62_000 + 84 * outputs, 6 * pixels * 3 + 16 * pixels // 4 * 3
+        parameters = 62_000 + 84 * outputs
+        macs = 25 * 6 * channels * pixels + 25 * 16 * 6 * pixels // 4 + parameters
+        return parameters, 2 * macs, 6 * pixels * 3 + 16 * pixels // 4 * 3
     if architecture == "cnn_small":
         widths = [channels, *params.channels]
         convs = sum(9 * a * b + b for a, b in pairwise(widths))
         flat = widths[-1] * max(pixels // 4 ** len(params.channels), 1)
         dense, _ = _mlp(flat, [params.hidden], outputs)
-        return convs + dense, 3 * sum(w * max(pixels // 4 ** i, 1) for i, w in enumerate(widths[1:]))
+        macs = sum(9 * a * b * max(pixels // 4 ** i, 1) for i, (a, b) in enumerate(pairwise(widths))) + dense
+        return convs + dense, 2 * macs, 3 * sum(w * max(pixels // 4 ** i, 1) for i, w in enumerate(widths[1:]))
     if architecture == "resnet18":
         width = int(params.width)
-        return int(11_200_000 * (width / 64) ** 2) + 8 * width * outputs, 25 * width * pixels
+        scale = (width / 64) ** 2
+        return (int(11_200_000 * scale) + 8 * width * outputs, int(1.2e9 * scale * pixels / 1024),
+                25 * width * pixels)
     if architecture == "wide_resnet":
         k, blocks = int(params.widen_factor), (int(params.depth) - 4) // 6
-        return int(36_500_000 * (k / 10) ** 2 * blocks / 4), 6 * 16 * k * pixels * blocks
-    # a user model (ONNX, timm, torchvision): its size is bounded by the upload; activations by a
+        scale = (k / 10) ** 2 * blocks / 4
+        return int(36_500_000 * scale), int(10.5e9 * scale * pixels / 1024), 6 * 16 * k * pixels * blocks
+    # an uploaded model (ONNX, timm, torchvision): what its upload check measured; activations by a
     # ResNet-50-like guess over its declared input
-    return 0, 60 * pixels * channels
+    parameters, flops = (upload.parameters, upload.forward_flops) if upload is not None else (0, 0)
+    return parameters, flops, 60 * pixels * channels
 
 
-def estimate(spec: ExperimentSpec) -> JobCost:
-    shape, outputs, available = _shape(spec)
+def estimate(spec: ExperimentSpec, *, dataset: UploadedData | None = None,
+             model: UploadedModel | None = None) -> JobCost:
+    """The job's cost; `dataset` / `model`: the records of the uploads the spec names, if any."""
+    shape, outputs, train_available, test_available = _shape(spec, dataset)
     data: Any = spec.dataset
-    train = getattr(data, "train_size", None) or int(available * 0.8)
-    test = getattr(data, "test_size", None) or max(available - train, 1)
-    parameters, per_sample = _model(spec, shape, outputs)
+    train = getattr(data, "train_size", None) or train_available
+    test = getattr(data, "test_size", None) or test_available
+    parameters, flops, per_sample = _model(spec, shape, outputs, model)
     kinds = {getattr(r, "kind", "") for r in spec.regularizers}
     factor = 3 if kinds & SECOND_ORDER else 1
     runs = len(spec.regularizers) * len(spec.seeds)
@@ -133,6 +179,7 @@ def estimate(spec: ExperimentSpec) -> JobCost:
         steps += one * len(a.eps)
     return JobCost(
         parameters=parameters,
+        forward_flops=flops,
         activation_bytes=FLOAT * factor * per_sample * int(spec.training.batch_size),
         dataset_bytes=FLOAT * math.prod(shape) * (train + test),
         train_samples=runs * int(spec.training.epochs) * train,
@@ -145,7 +192,7 @@ def estimate(spec: ExperimentSpec) -> JobCost:
 def over_limits(cost: JobCost, limits: dict[str, int]) -> list[tuple[str, str]]:
     """(spec path, message) for every figure over its limit; `limits` maps Settings attributes to values."""
     problems = []
-    for name, (setting, path, advice) in LIMITS.items():
+    for name, setting, path, advice in LIMITS:
         value, limit = getattr(cost, name), limits.get(setting)
         if limit is not None and value > limit:
             problems.append((path, f"the job's estimated {name.replace('_', ' ')} is {value:,}, over this "

@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+MODEL_LIMITS = ("max_model_parameters", "max_forward_flops")  # per tenant, like max_job_*
 
 
 class Settings(BaseSettings):
@@ -37,9 +38,19 @@ class Settings(BaseSettings):
     # Upload checker (a child process per upload): how many at once, how many may wait, its limits.
     max_concurrent_checks: int = Field(default=2, ge=1)
     max_waiting_checks: int = Field(default=8, ge=0)  # past this many waiting uploads: 429 with Retry-After
+    max_checks_per_tenant: int = Field(default=2, ge=1)  # one tenant's checks running or waiting at once
     check_memory_mb: int = Field(default=3072, ge=256)  # address-space limit of a checker process
-    check_cpu_seconds: int = Field(default=300, ge=1)
+    # CPU time of one check: imports and loading take a few seconds; a graph that computes for longer
+    # (one whose cost cannot be counted from its structure) is refused (benchmarks/upload_limits.py)
+    check_cpu_seconds: int = Field(default=20, ge=1)
+    check_wall_seconds: int = Field(default=120, ge=1)  # a check running (not waiting) longer is stopped: 503
     max_dataset_samples: int = Field(default=200_000, gt=0)  # train + test samples of one uploaded dataset
+    # Stored uploads (models and datasets together) per tenant, and how long one is kept after its last use.
+    max_stored_uploads_per_tenant: int = Field(default=100, gt=0)
+    max_stored_upload_bytes_per_tenant: int = Field(default=4 * 1024 * MiB, gt=0)
+    upload_ttl_seconds: int = Field(default=30 * 24 * 3600, gt=0)
+    # Request bounds enforced by the HTTP server itself (service.http_server): request line + headers.
+    max_request_head_bytes: int = Field(default=64 * 1024, ge=4096)
     max_queued_jobs_per_tenant: int = Field(default=20, gt=0)
     max_stored_jobs_per_tenant: int = Field(default=2000, gt=0)  # records kept (finished ones too, until retention)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
@@ -57,6 +68,10 @@ class Settings(BaseSettings):
     max_job_attack_steps: int = Field(default=2_000_000, gt=0)  # runs x sum of steps x restarts x radii
     max_job_attack_steps_per_radius: int = Field(default=100_000, gt=0)  # one attack: steps x restarts
     max_job_runs: int = Field(default=200, gt=0)  # regularizers x seeds
+    # What an uploaded model may cost (measured by the upload checker; checked at upload and at submit):
+    # parameters as stored once loaded (stride tricks materialized), and FLOPs of one sample's forward.
+    max_model_parameters: int = Field(default=100_000_000, gt=0)
+    max_forward_flops: int = Field(default=50_000_000_000, gt=0)  # 2 x multiply-adds; ResNet-50 at 224²: 8.2e9
     tenant_limits: dict[str, dict[str, int]] = Field(default_factory=dict)
     job_memory_limit_mb: int = Field(default=16 * 1024, ge=0)  # address-space limit of each job process (0: none)
     queue_depth: int = Field(default=2, ge=1)  # RQ entries handed out at once; the rest wait for fair dispatch
@@ -83,8 +98,10 @@ class Settings(BaseSettings):
         return json.loads(value) if isinstance(value, str) else value  # the environment's JSON text
 
     def limits_for(self, tenant: str) -> dict[str, int]:
-        """The per-job limits (max_job_*) that apply to `tenant`: the defaults, then its overrides."""
-        limits = {name: int(getattr(self, name)) for name in type(self).model_fields if name.startswith("max_job_")}
+        """The limits (max_job_*, max_model_parameters, max_forward_flops) that apply to `tenant`: the
+        defaults, then its overrides."""
+        limits = {name: int(getattr(self, name)) for name in type(self).model_fields
+                  if name.startswith("max_job_") or name in MODEL_LIMITS}
         return limits | {k: int(v) for k, v in self.tenant_limits.get(tenant, {}).items() if k in limits}
 
     @property

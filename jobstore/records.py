@@ -70,6 +70,12 @@ class CheckpointRecord(BaseModel):
     format: str = "registry"  # registry | onnx | timm | torchvision
     model: dict[str, Any] | None = None  # the spec's model section the upload was checked with
     upload_sha256: str | None = None  # of the bytes the user sent, when the stored file differs
+    # What the upload checker measured (models.sources.measure): checked against the tenant's limits at
+    # upload and read by the job cost estimate at submit. None on records older than the measurement.
+    parameters: int | None = None  # tensor elements held once loaded (stride tricks materialized)
+    forward_flops: int | None = None  # one sample's forward, 2 x multiply-adds
+    flops_source: str | None = None  # graph (counted from the ONNX graph) | counted (torch) | timed
+    dedupe_key: str | None = None  # sha256 of the uploaded bytes and the declaration: a repeat returns this id
 
 
 class DatasetRecord(BaseModel):
@@ -85,6 +91,7 @@ class DatasetRecord(BaseModel):
     test_samples: int
     sample_shape: list[int]
     num_classes: int
+    dedupe_key: str | None = None  # sha256 of the uploaded bytes and num_classes: a repeat returns this id
 
 
 class Keys:

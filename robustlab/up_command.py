@@ -34,6 +34,9 @@ from robustlab.demo import start_demo
 from robustlab.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from robustlab.processes import Child, kill_tree
 
+# uvicorn's httptools protocol with a bound on request heads (431 past it): service/http_server.py
+HTTP_PROTOCOL = "service.http_server:BoundedHttpToolsProtocol"
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
@@ -203,7 +206,8 @@ class Stack:
                "ROBUSTLAB_DATA_DIR": str(self.data_dir)}
         # Access logs are off: 200 pollers would spend the API's time writing lines nobody reads.
         self.api = Child("api", [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
-                                 "--host", self.host, "--port", str(self.port), "--no-access-log"], env,
+                                 "--http", HTTP_PROTOCOL, "--host", self.host, "--port", str(self.port),
+                                 "--no-access-log"], env,
                          relay=print_line).start()
         if self.threads_per_worker and "OMP_NUM_THREADS" not in os.environ:
             env["OMP_NUM_THREADS"] = str(self.threads_per_worker)  # N workers × all cores would oversubscribe
@@ -386,4 +390,4 @@ def api(
     import uvicorn
 
     uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=processes,
-                access_log=False, proxy_headers=True)
+                access_log=False, proxy_headers=True, http=HTTP_PROTOCOL)

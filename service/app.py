@@ -1,7 +1,7 @@
 """The HTTP API: `create_app(settings)` builds it; `uvicorn --factory service.app:create_app` serves it.
 
 Never imports torch (DESIGN §4): jobs go to the workers through Redis, and uploaded checkpoints are
-checked by the safe loader in a child process (service.checkpoint_check).
+checked by the safe loaders in a child process (service.upload_check).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from core.jobs import JobRequest
 from core.settings import Settings, get_settings
 from jobstore.queue import redis_client, rq_connection
 from jobstore.store import JobStore
-from service import dashboard, docs
+from service import dashboard, docs, limits
 from service.auth import KeyRing
+from service.check_pool import CheckPool
 from service.deps import Services
 from service.errors import install_handlers
 from service.metrics import make_registry
 from service.routers import catalog, datasets, jobs, models, ops, reports, specs
 from service.short_ids import ShortJobIds
-from service.upload_check import CheckPool
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +68,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     rq = rq_connection(settings.redis_url)
     services = Services(settings=settings, store=JobStore(client, settings.key_prefix, settings=settings, rq=rq),
                         rq=rq, artifacts=ArtifactStore(settings.artifact_root),
-                        checks=CheckPool(settings.max_concurrent_checks, settings.max_waiting_checks))
+                        checks=CheckPool(settings.max_concurrent_checks, settings.max_waiting_checks,
+                                         per_tenant=settings.max_checks_per_tenant))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("robustlab API ready: queue %r, artifacts at %s", settings.queue, settings.artifact_root)
         yield
+        limits.shutdown()  # the parser processes end with the API (no orphan left behind on SIGTERM)
         client.close()
         services.rq.close()
 

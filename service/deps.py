@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from artifactstore import ArtifactStore
 from core.settings import Settings
 from jobstore.store import JobStore
-from service.upload_check import CheckPool
+from service.check_pool import CheckPool
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Services:
     store: JobStore  # its own decode_responses=True client
     rq: redis.Redis  # bytes client: RQ needs it (jobstore.queue.rq_connection)
     artifacts: ArtifactStore
-    checks: CheckPool  # the bounded pool of upload-checker processes
+    checks: CheckPool  # the bounded, tenant-fair pool of upload-checker processes
 
 
 def services(request: Request) -> Services:

@@ -8,7 +8,8 @@
   lower CPU priority than the API; the rest wait their turn, up to WAITING, then 429). A thread
   would still hold the API's GIL: /healthz went from 5 ms to seconds while a client flooded the
   validator; one pool for everything would let that flood delay every job submission; parsers at
-  the API's priority would take the cores the API needs to answer polls.
+  the API's priority would take the cores the API needs to answer polls. `shutdown` (the app's
+  lifespan end) stops them with the API: `robustlab api` leaves no parser process behind on SIGTERM.
 """
 
 from __future__ import annotations
@@ -161,3 +162,17 @@ async def off_loop(function: Callable[..., T], *args: Any, pool: str = "jobs") -
                        headers={"Retry-After": "1"}) from None
     finally:
         waiting[0] -= 1
+
+
+def shutdown() -> None:
+    """Stop every parser pool and its processes now (the API is stopping): cancel what waits, kill
+    what runs (a parse has no state worth finishing), and reap them."""
+    for name in list(_executors):
+        executor = _executors.pop(name)
+        processes = list(getattr(executor, "_processes", {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+        for process in processes:
+            process.join(timeout=5)

@@ -4,18 +4,23 @@ The local CLI reads files by path (`npz.path`, `data_dir`, a Sobolev teacher che
 those would let a tenant make the worker open any path (another tenant's data, or probe which paths
 exist), so they are refused with a 422 that says to upload instead (DESIGN §6). Upload ids are
 resolved within the tenant: another tenant's id is a 404, exactly like an id that never existed.
+Their records go into the job's cost estimate (an uploaded dataset's shape and size, an uploaded
+model's measured parameters and FLOPs: core.cost), and a submitted job keeps them from retention.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from core.cost import UploadedData, UploadedModel
 from core.jobs import JobKind, JobRequest
 from core.specs import ExperimentSpec, is_user_model
 from core.specs.experiment import is_upload_id
 from core.specs.model import RegistryModel
 from core.specs.regularizers import Sobolev
-from jobstore.uploads import DatasetStore
+from jobstore.records import CheckpointRecord, DatasetRecord
+from jobstore.uploads import DatasetStore, Kind
 from service.errors import ApiError
 
 UPLOAD_DATASET = ("a dataset of your own must be uploaded: POST /v1/datasets (robustlab upload dataset FILE.npz), "
@@ -58,9 +63,39 @@ def _not_found(what: str, upload_id: str, field: str, how: str) -> ApiError:
                     problems=[(field, f"unknown {what} id")])
 
 
-def check_references(job: JobRequest, tenant: str, store: Any, datasets: DatasetStore) -> None:
-    """Every upload the job names exists for this tenant and fits the spec; else 404 / 422."""
+@dataclass(frozen=True)
+class References:
+    """The uploads a job names, as stored: what the cost estimate reads and retention keeps."""
+
+    model: CheckpointRecord | None = None  # the evaluated upload (`checkpoint`)
+    dataset: DatasetRecord | None = None
+    teachers: tuple[str, ...] = ()  # uploaded Sobolev teachers' ids
+
+    def ids(self) -> list[tuple[Kind, str]]:
+        out: list[tuple[Kind, str]] = [("model", t) for t in self.teachers]
+        if self.model is not None:
+            out.append(("model", self.model.id))
+        if self.dataset is not None:
+            out.append(("dataset", self.dataset.id))
+        return out
+
+    def cost_facts(self) -> dict[str, Any]:
+        """Keyword arguments of core.cost.estimate."""
+        facts: dict[str, Any] = {}
+        if self.dataset is not None:
+            d = self.dataset
+            facts["dataset"] = UploadedData(d.sample_shape, d.num_classes, d.train_samples, d.test_samples)
+        if self.model is not None and self.model.format != "registry":
+            facts["model"] = UploadedModel(self.model.parameters or 0, self.model.forward_flops or 0)
+        return facts
+
+
+def check_references(job: JobRequest, tenant: str, store: Any, datasets: DatasetStore) -> References:
+    """Every upload the job names exists for this tenant and fits the spec (else 404 / 422): their records."""
     spec = job.spec
+    model: CheckpointRecord | None = None
+    dataset: DatasetRecord | None = None
+    teachers: list[str] = []
     refuse_server_paths(spec)
     if job.kind is JobKind.COMPARE and is_user_model(spec.model):
         raise ApiError(422, "invalid_request", "a compare job trains registry architectures; a model section with "
@@ -71,8 +106,11 @@ def check_references(job: JobRequest, tenant: str, store: Any, datasets: Dataset
         if record is None:
             raise _not_found("model", job.checkpoint, "checkpoint", "upload it with POST /v1/models first")
         _check_model_fits(record, spec)
-    if spec.dataset.name == "upload" and datasets.get(spec.dataset.id, tenant) is None:
-        raise _not_found("dataset", spec.dataset.id, "spec.dataset.id", "upload it with POST /v1/datasets first")
+        model = record
+    if spec.dataset.name == "upload":
+        dataset = datasets.get(spec.dataset.id, tenant)
+        if dataset is None:
+            raise _not_found("dataset", spec.dataset.id, "spec.dataset.id", "upload it with POST /v1/datasets first")
     for index, reg in enumerate(spec.regularizers):
         if isinstance(reg, Sobolev) and is_upload_id(reg.teacher):
             teacher = store.get_checkpoint(reg.teacher, tenant)
@@ -83,6 +121,8 @@ def check_references(job: JobRequest, tenant: str, store: Any, datasets: Dataset
                 raise ApiError(422, "invalid_request", "a Sobolev teacher must be a registry checkpoint",
                                problems=[(f"spec.regularizers[{index}].teacher", f"model {reg.teacher} is "
                                           f"{teacher.format}; upload a robustlab checkpoint as teacher")])
+            teachers.append(reg.teacher)
+    return References(model, dataset, tuple(teachers))
 
 
 def _check_model_fits(record: Any, spec: ExperimentSpec) -> None:

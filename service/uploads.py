@@ -4,6 +4,12 @@ The body is fed chunk by chunk from `request.stream()` into python-multipart's p
 `file` part goes straight to a temporary file while its SHA-256 is computed, and the upload is
 refused with 413 the moment it passes the cap, so neither memory nor disk ever holds more than
 `max_bytes` of it. Starlette's own form parsing is not used: it spools the whole body first.
+
+Everything else is bounded before it is buffered: a part's headers (PART_HEADER_LIMIT), a text
+field (FIELD_LIMIT), and which fields exist at all: each endpoint names its fields, and a part with
+another name, or a name sent twice, is refused (422) when its headers end, before any of its bytes
+are kept. (Unknown fields used to be buffered up to the whole upload cap and refused afterwards.)
+Numbers in fields are ASCII digits only (`ascii_int`): `str.isdigit` accepts '²', `int` does not.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import hashlib
 import logging
 import re
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +31,9 @@ from service.errors import ApiError
 
 logger = logging.getLogger(__name__)
 
-FIELD_LIMIT = 64 * 1024  # text fields (architecture, params) are tiny
+FIELD_LIMIT = 16 * 1024  # bytes of one text field (architecture, params, a model section): they are tiny
+PART_HEADER_LIMIT = 8 * 1024  # bytes of one part's headers
+DIGITS = re.compile(r"[0-9]{1,12}")
 OVERHEAD = 256 * 1024  # part headers, boundaries and text fields on top of the file itself
 
 
@@ -44,8 +53,9 @@ def _too_large(limit: int) -> ApiError:
 class _Receiver:
     """python-multipart callbacks: where each part's bytes go."""
 
-    def __init__(self, tmp_dir: Path, max_bytes: int) -> None:
-        self.tmp_dir, self.max_bytes = tmp_dir, max_bytes
+    def __init__(self, tmp_dir: Path, max_bytes: int, names: Collection[str]) -> None:
+        self.tmp_dir, self.max_bytes, self.names = tmp_dir, max_bytes, frozenset(names)
+        self.header_bytes = 0
         self.header_name, self.header_value = bytearray(), bytearray()
         self.headers: dict[str, bytes] = {}
         self.part_name: str | None = None
@@ -64,12 +74,19 @@ class _Receiver:
                 "on_part_end": self.part_end}
 
     def part_begin(self) -> None:
-        self.headers, self.part_name, self.text = {}, None, bytearray()
+        self.headers, self.part_name, self.text, self.header_bytes = {}, None, bytearray(), 0
+
+    def _count_header(self, size: int) -> None:
+        self.header_bytes += size
+        if self.header_bytes > PART_HEADER_LIMIT:
+            raise ApiError(400, "malformed_multipart", f"a multipart part's headers exceed {PART_HEADER_LIMIT} bytes")
 
     def header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self.header_name += data[start:end]
 
     def header_value_(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self.header_value += data[start:end]
 
     def header_end(self) -> None:
@@ -83,6 +100,15 @@ class _Receiver:
             raise ApiError(400, "malformed_multipart",
                            "a multipart part lacks 'Content-Disposition: form-data; name=...'")
         self.part_name = name.decode("utf-8", "replace")
+        if self.part_name != "file":
+            known = ", ".join(["file", *sorted(self.names)])
+            if self.part_name not in self.names:
+                shown = self.part_name[:100]
+                raise ApiError(422, "invalid_request", f"unknown form field {shown!r}: the fields are {known}",
+                               problems=[(shown, f"unknown field: the fields are {known}")])
+            if self.part_name in self.fields:
+                raise ApiError(422, "invalid_request", f"form field {self.part_name!r} is sent twice",
+                               problems=[(self.part_name, "send each field once")])
         if self.part_name == "file":
             if self.handle is not None:
                 raise ApiError(400, "malformed_multipart", "send exactly one 'file' part")
@@ -120,8 +146,9 @@ class _Receiver:
             self.path.unlink(missing_ok=True)
 
 
-async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int) -> Upload:
-    """Parse a multipart/form-data body with one `file` part; 400/413/422 for a bad one."""
+async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int, fields: Collection[str] = ()) -> Upload:
+    """Parse a multipart/form-data body with one `file` part and text parts named in `fields`;
+    400/413/422 for a bad one."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
@@ -130,10 +157,10 @@ async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int) -> Upl
                        "-F model='{\"format\": \"onnx\", ...}', or -F file=@data.npz for datasets)")
     limit = max_bytes + OVERHEAD
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and DIGITS.fullmatch(declared) and int(declared) > limit:
         raise _too_large(max_bytes)  # refused before a byte is read
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    receiver = _Receiver(tmp_dir, max_bytes)
+    receiver = _Receiver(tmp_dir, max_bytes, fields)
     parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
     total = 0
     try:
@@ -155,6 +182,18 @@ async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int) -> Upl
                        problems=[("file", "required field is missing: add the checkpoint file")])
     return Upload(path=receiver.path, filename=receiver.filename, sha256=receiver.digest.hexdigest(),
                   size=receiver.size, fields=receiver.fields)
+
+
+def ascii_int(fields: dict[str, str], name: str, minimum: int, maximum: int) -> int | None:
+    """The field as an integer written in ASCII digits within [minimum, maximum]; None when absent; else 422."""
+    raw = fields.get(name, "").strip()
+    if not raw:
+        return None
+    if not DIGITS.fullmatch(raw) or not minimum <= int(raw) <= maximum:
+        raise ApiError(422, "invalid_request", f"{name} must be an integer from {minimum} to {maximum:,}",
+                       problems=[(name, f"must be an integer from {minimum} to {maximum:,} written in digits "
+                                  f"0-9 (got {raw[:40]!r})")])
+    return int(raw)
 
 
 def sha256_of(path: Path) -> str:

@@ -37,8 +37,10 @@ from core.settings import Settings
 from jobstore.queue import rq_job_id
 from jobstore.store import JobStore, now
 from jobstore.units import advance, forget_units, unit_ids_in, waiting_parents
+from jobstore.uploads import UploadStore
 from worker.heartbeat import lost_after
 from worker.journal import Journal
+from worker.upload_retention import expire_uploads
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ class Reaper:
             advance(self.store, job_id)
         done["dispatched"] = self.store.dispatch()
         self._retention(done)
+        done["deleted"] += expire_uploads(UploadStore(self.store.redis, self.settings.key_prefix), self.artifacts,
+                                          self.settings)
         return done
 
     def _check_running(self, job_id: str, done: dict[str, list[str]], *, judge_silence: bool) -> None:

@@ -126,7 +126,9 @@ RegistryModelSpec = Annotated[
 
 ModelFormat = Literal["onnx", "timm", "torchvision"]
 MODEL_FORMATS: tuple[str, ...] = ("onnx", "timm", "torchvision")
-Dimension = Annotated[int, Field(ge=1, le=65_536)]
+MAX_DIMENSION = 65_536  # of one axis of a sample
+MAX_CLASSES = 100_000  # classes a model may output, and so the largest label + 1 of an uploaded dataset
+Dimension = Annotated[int, Field(ge=1, le=MAX_DIMENSION)]
 
 
 class _UserModel(Spec):
@@ -136,7 +138,7 @@ class _UserModel(Spec):
         min_length=1, max_length=3,
         description="one sample as the model takes it, e.g. [3, 32, 32] (NCHW) or [32, 32, 3] (NHWC) or [64]",
     )
-    num_classes: int = Field(ge=2, le=100_000, description="number of classes the model outputs")
+    num_classes: int = Field(ge=2, le=MAX_CLASSES, description="number of classes the model outputs")
     layout: Literal["nchw", "nhwc"] = Field(
         "nchw", description="channel order the model takes; the dataset's C×H×W images are transposed to it"
     )

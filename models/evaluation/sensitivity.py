@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from core.enums import Task
 from core.reports import Sensitivity
+from models.attacks.context import model_device
 from models.regularizers.base import per_sample_loss
 from models.regularizers.hessian import input_hessian_top_eigenvalue
 from models.regularizers.jacobian import jacobian_frobenius_sq
@@ -18,7 +19,7 @@ def measure_sensitivity(
 ) -> Sensitivity:
     """Means over the given points of ‖∇ₓℓ‖₂, σ_max(∇ₓ²ℓ) (power iteration) and ‖∂f/∂x‖_F (logits)."""
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     generator = torch.Generator(device=device).manual_seed(seed)
     grads, hessians, jacobians = [], [], []
     for i in range(0, len(x), batch_size):

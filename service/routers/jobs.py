@@ -21,7 +21,7 @@ from service.errors import ApiError, error_responses, not_found
 from service.job_input import MAX_JOB_BODY, parse_job_request, read_capped
 from service.limits import off_loop
 from service.schemas import EXAMPLE_ID, EXAMPLE_SPEC, Job, JobAccepted, JobPage
-from service.upload_refs import check_references
+from service.upload_refs import References, check_references
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -85,12 +85,12 @@ def submit(
     if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
         raise ApiError(400, "bad_header", "Idempotency-Key must be 1-200 letters, digits, '.', '_', ':', '-'",
                        problems=[("header.idempotency-key", "invalid characters or length")])
-    check_references(job, tenant, store, DatasetStore(store.redis, settings.key_prefix))
+    references = check_references(job, tenant, store, DatasetStore(store.redis, settings.key_prefix))
     stored = len(job.spec.model_dump_json())
     if stored > MAX_STORED_SPEC:
         raise ApiError(422, "too_large", f"the spec takes {stored:,} bytes with its defaults filled in, more than "
                        f"{MAX_STORED_SPEC:,}: a spec needs a few KiB", problems=[("spec", "too large")])
-    problems = over_limits(estimate(job.spec), settings.limits_for(tenant))
+    problems = over_limits(estimate(job.spec, **references.cost_facts()), settings.limits_for(tenant))
     if problems:
         raise ApiError(422, "over_limits", f"the job is larger than this tenant may run ({len(problems)} limit(s) "
                        "exceeded); see `problems`", problems=problems)
@@ -111,11 +111,26 @@ def submit(
                        "(ROBUSTLAB_MAX_STORED_JOBS_PER_TENANT, cancelled and finished ones included until retention "
                        "deletes them)", headers={"Retry-After": QUOTA_RETRY_AFTER}) from None
     if created:
+        _keep_uploads(services, references, record, tenant)
         logger.info("job %s (%s) queued for tenant %s", record.id, record.kind.value, tenant)
     else:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     return JobAccepted(id=record.id, status=record.status, links=Job.of(record).links)
+
+
+def _keep_uploads(services: Services, references: References, record: JobRecord, tenant: str) -> None:
+    """The uploads the new job names are kept for another retention period; one deleted between the
+    reference check and the job's creation (DELETE refuses once the job exists) cancels the job: 404."""
+    uploads = UploadStore(services.store.redis, services.settings.key_prefix)
+    for kind, upload_id in references.ids():
+        uploads.touch(kind, upload_id, services.settings.upload_ttl_seconds)
+        if uploads.get(kind, upload_id, tenant) is None:
+            after = services.store.request_cancel(record.id)
+            if after is not None and after.dispatches:
+                withdraw(services.rq, services.settings.queue, record.id, delivery=after.dispatches)
+            raise ApiError(404, "not_found", f"{kind} {upload_id} was deleted while the job was submitted: "
+                           "upload it again", problems=[("spec", f"unknown {kind} id {upload_id}")])
 
 
 @router.get("", response_model=JobPage, summary="List your jobs, newest first",

@@ -22,14 +22,15 @@ from pydantic import TypeAdapter, ValidationError
 from artifactstore import check_name
 from core.enums import Architecture
 from core.specs import ARCHITECTURE_PARAMS, UserModelSpec
+from core.specs.model import MAX_CLASSES, MAX_DIMENSION
 from jobstore.records import CheckpointRecord
 from jobstore.store import now
 from service.auth import Tenant
 from service.deps import Services, ServicesDep
 from service.errors import ApiError, error_responses
 from service.schemas import ModelCreated, UploadedModel
-from service.upload_check import CheckResult
-from service.uploads import Upload, receive_upload, safe_filename, sha256_of
+from service.upload_flow import check_quota, dedupe_key, delete, refusal, run_check, stored_or_duplicate, uploads
+from service.uploads import Upload, ascii_int, receive_upload, safe_filename, sha256_of
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["models"])
@@ -41,6 +42,8 @@ REFUSED = {".pt2": "torch.export archives (.pt2) are refused: torch's loader may
            ".ts": "TorchScript is refused: loading it runs code", ".pkl": "pickled files are refused",
            ".pickle": "pickled files are refused"}
 FIELDS = ("model", "architecture", "params", "input_shape", "num_outputs")
+_REPEAT: dict[int | str, dict[str, Any]] = {200: {"description": "The same file with the same declaration was uploaded before: the stored model",
+                 "model": ModelCreated}}
 
 _BODY = {
     "required": True,
@@ -59,7 +62,8 @@ _BODY = {
                                  "description": "registry checkpoints: the architecture (or give `model`)"},
                 "params": {"type": "string", "description": "registry: JSON object of architecture parameters"},
                 "input_shape": {"type": "string", "description": "registry .pt: JSON list, e.g. [64]"},
-                "num_outputs": {"type": "integer", "description": "registry .pt: number of classes"},
+                "num_outputs": {"type": "integer", "minimum": 1, "maximum": 100_000,
+                                "description": "registry .pt: number of classes"},
             },
         },
     }},
@@ -92,10 +96,7 @@ class _Declared:
     """What the form says the file is: a user-format model section, or registry arguments."""
 
     def __init__(self, fields: dict[str, str]) -> None:
-        unknown = sorted(set(fields) - set(FIELDS))
-        if unknown:
-            raise ApiError(422, "invalid_request", f"unknown form field(s) {', '.join(map(repr, unknown))}",
-                           problems=[(u, f"unknown field: the fields are file, {', '.join(FIELDS)}") for u in unknown])
+        # receive_upload refused any other field before buffering it
         section = _json_field(fields, "model", dict)
         self.user: dict[str, Any] | None = None
         self.architecture = fields.get("architecture", "").strip()
@@ -125,19 +126,26 @@ class _Declared:
                 raise ApiError(422, "invalid_request", f"params do not fit {self.architecture}",
                                problems=_problems(exc, "params")) from None
         shape = _json_field(fields, "input_shape", list)
-        if shape is not None and not (1 <= len(shape) <= 3 and all(isinstance(v, int) and v > 0 for v in shape)):
-            raise _problem("input_shape", "must be 1-3 positive integers, e.g. [64] or [1, 28, 28]")
+        if shape is not None and not (1 <= len(shape) <= 3 and all(type(v) is int and 0 < v <= MAX_DIMENSION
+                                                                   for v in shape)):
+            raise _problem("input_shape", f"must be 1-3 integers from 1 to {MAX_DIMENSION:,}, e.g. [64] or "
+                           "[1, 28, 28]")
         self.input_shape: list[int] | None = shape
-        outputs_raw = fields.get("num_outputs", "").strip()
-        if outputs_raw and not (outputs_raw.isdigit() and int(outputs_raw) > 0):
-            raise _problem("num_outputs", f"must be a positive integer (got {outputs_raw!r})")
-        self.num_outputs = int(outputs_raw) if outputs_raw else None
+        self.num_outputs = ascii_int(fields, "num_outputs", 1, MAX_CLASSES)
 
-    def command(self, path: Path, out: Path, max_bytes: int) -> list[str]:
-        command = ["model", str(path), "--max-bytes", str(max_bytes)]
+    def declaration(self) -> str:
+        """What was declared with the file, canonical: part of the dedupe key."""
+        return json.dumps({"user": self.user, "architecture": self.architecture, "params": self.params,
+                           "input_shape": getattr(self, "input_shape", None),
+                           "num_outputs": getattr(self, "num_outputs", None)}, sort_keys=True)
+
+    def command(self, path: Path, out: Path, max_bytes: int, limits: dict[str, int]) -> list[str]:
+        command = ["model", str(path.resolve()), "--max-bytes", str(max_bytes),
+                   "--max-parameters", str(limits["max_model_parameters"]),
+                   "--max-flops", str(limits["max_forward_flops"])]
         if self.user is not None:
             return [*command, "--model", json.dumps(self.user)]
-        command += ["--architecture", self.architecture, "--out", str(out)]
+        command += ["--architecture", self.architecture, "--out", str(out.resolve())]
         if self.params is not None:
             command += ["--params", json.dumps(self.params)]
         if self.input_shape is not None:
@@ -167,28 +175,29 @@ def _filename(upload: Upload, fmt: str) -> str:
     return filename
 
 
-async def _check(services: Services, command: list[str]) -> CheckResult:
-    try:
-        return await services.checks.run(command, services.settings)
-    except TimeoutError:
-        raise ApiError(503, "unavailable", "checking the upload took too long: try again later",
-                       headers={"Retry-After": "30"}) from None
-
-
 async def _upload_model(request: Request, tenant: str, services: Services, response: Response) -> ModelCreated:
     settings = services.settings
-    upload = await receive_upload(request, settings.data_dir / "uploads", settings.max_upload_bytes)
+    upload = await receive_upload(request, settings.data_dir / "uploads", settings.max_upload_bytes, FIELDS)
     checked = upload.path.with_name(upload.path.name + ".checked.safetensors")
     try:
         declared = _Declared(upload.fields)
         filename = _filename(upload, declared.format)
         _needs_shape(declared, filename)
-        result = await _check(services, declared.command(upload.path, checked, settings.max_upload_bytes))
+        key = dedupe_key(upload.sha256, declared.declaration())
+        existing = uploads(services).find_duplicate("model", tenant, key)
+        if existing is not None:
+            response.status_code = 200
+            response.headers["Location"] = f"/v1/models/{existing.id}"
+            return ModelCreated.created(existing, upload.sha256, upload.size)
+        check_quota(services, tenant, upload.size)
+        limits = settings.limits_for(tenant)
+        result = await run_check(request, services, tenant,
+                                 declared.command(upload.path, checked, settings.max_upload_bytes, limits))
         if not result.ok:
             # The loader saw our temporary file; the user knows their own file name.
-            error = result.error.replace(str(upload.path), filename).replace(upload.path.name, filename)
+            error = result.error.replace(str(upload.path.resolve()), filename).replace(upload.path.name, filename)
             logger.info("rejected model upload from %s: %s", tenant, error)
-            raise ApiError(422, "invalid_checkpoint", error, problems=[("file", error)])
+            raise refusal(result, error, "model")
         details = result.details or {}
         converted = bool(details.get("converted"))
         model_id = str(uuid.uuid4())
@@ -200,32 +209,51 @@ async def _upload_model(request: Request, tenant: str, services: Services, respo
             id=model_id, tenant=tenant, sha256=stored_sha, bytes=source.stat().st_size,
             architecture=declared.architecture if declared.format == "registry" else None,
             params=details.get("params") or {}, filename=stored_name, created_at=now(), format=declared.format,
-            model=declared.user, upload_sha256=upload.sha256 if converted else None)
-        services.store.add_checkpoint(record)
+            model=declared.user, upload_sha256=upload.sha256 if converted else None,
+            parameters=_count(details.get("parameters")), forward_flops=_count(details.get("forward_flops")),
+            flops_source=str(details.get("flops_source") or "") or None, dedupe_key=key)
+        record, created = stored_or_duplicate(services, record)
     finally:
         upload.path.unlink(missing_ok=True)
         checked.unlink(missing_ok=True)
-    logger.info("model %s (%s, %d bytes) uploaded by %s", model_id, declared.format, upload.size, tenant)
-    response.headers["Location"] = f"/v1/models/{model_id}"
+    if created:
+        logger.info("model %s (%s, %d bytes) uploaded by %s", record.id, declared.format, upload.size, tenant)
+    else:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/models/{record.id}"
     return ModelCreated.created(record, upload.sha256, upload.size)
 
 
+def _count(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and value >= 0 else None
+
+
 @router.post("/v1/models", status_code=201, response_model=ModelCreated, summary="Upload a model",
-             openapi_extra={"requestBody": _BODY}, responses=error_responses(400, 401, 413, 422, 429, 503))
+             openapi_extra={"requestBody": _BODY}, responses={**_REPEAT, **error_responses(400, 401, 413, 422, 429,
+                                                                                          503)})
 async def upload_model(request: Request, tenant: Tenant, services: ServicesDep, response: Response) -> ModelCreated:
     """Streamed to disk with a size cap (413 past ROBUSTLAB_MAX_UPLOAD_BYTES), its SHA-256 computed, then
     checked by the safe loaders in a separate, memory-limited process: nothing in the file ever runs
     (a pickle payload is a 422). ONNX files with external data, oversized declared tensors or
-    unsupported operators are refused with the reason. Use the returned id in evaluate jobs (`checkpoint`)."""
+    unsupported operators are refused with the reason; a model over the tenant's MAX_MODEL_PARAMETERS or
+    MAX_FORWARD_FLOPS is a 422 over_limits. The same file with the same declaration returns the stored
+    model (200). Use the returned id in evaluate jobs (`checkpoint`)."""
     return await _upload_model(request, tenant, services, response)
 
 
 @router.post("/v1/checkpoints", status_code=201, response_model=ModelCreated, summary="Upload a model (old name)",
-             openapi_extra={"requestBody": _BODY}, responses=error_responses(400, 401, 413, 422, 429, 503))
+             openapi_extra={"requestBody": _BODY}, responses={**_REPEAT, **error_responses(400, 401, 413, 422, 429,
+                                                                                          503)})
 async def upload_checkpoint(request: Request, tenant: Tenant, services: ServicesDep,
                             response: Response) -> ModelCreated:
     """The same as POST /v1/models (kept for existing clients)."""
     return await _upload_model(request, tenant, services, response)
+
+
+@router.get("/v1/models", response_model=list[UploadedModel], summary="This tenant's models, newest first",
+            responses=error_responses(401))
+async def list_models(tenant: Tenant, services: ServicesDep) -> list[UploadedModel]:
+    return [UploadedModel.of(r) for r in uploads(services).listed("model", tenant)]
 
 
 @router.get("/v1/models/{model_id}", response_model=UploadedModel, summary="An uploaded model",
@@ -235,6 +263,16 @@ async def get_model(model_id: str, tenant: Tenant, services: ServicesDep) -> Upl
     if record is None:
         raise ApiError(404, "not_found", f"no model {model_id!r} for this API key")
     return UploadedModel.of(record)
+
+
+@router.delete("/v1/models/{model_id}", status_code=204, summary="Delete an uploaded model",
+               responses=error_responses(401, 404, 409))
+async def delete_model(model_id: str, tenant: Tenant, services: ServicesDep) -> Response:
+    """Deletes the record and the file. 409 while a queued or running job of this tenant uses it."""
+    if not _is_id(model_id):
+        raise ApiError(404, "not_found", f"no model {model_id!r} for this API key")
+    delete(services, "model", model_id, tenant)
+    return Response(status_code=204)
 
 
 def _is_id(value: str) -> bool:

@@ -3,7 +3,8 @@
 `POST /v1/specs/validate` takes the editor's text (YAML or JSON) or an already-parsed spec, and
 answers 200 with `valid` and every problem, each with the spec path of the field at fault and,
 for text, the line where that field is written, so the editor can mark the line. An invalid spec
-is an answer here, not an error: only a malformed request body is a 4xx.
+is an answer here, not an error: only a malformed request body is a 4xx, and so is text that YAML
+cannot read at all (a NUL, a C1 control, an unpaired surrogate: 422 naming the character).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ router = APIRouter(prefix="/v1/specs", tags=["specs"])
 MAX_SPEC_BODY = 256 * 1024  # a spec is a few KiB
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _YAML_LINE = re.compile(r"at line (\d+)")
+_UNREADABLE = yaml.reader.Reader.NON_PRINTABLE  # what PyYAML's reader refuses
 
 
 class ValidateRequest(BaseModel):
@@ -150,10 +152,26 @@ async def validate(request: Request, tenant: Tenant) -> Validation:
     return await off_loop(_validate_body, await read_capped(request, MAX_SPEC_BODY), pool="validate")
 
 
+def unreadable(text: str, field: str = "spec_text") -> ApiError | None:
+    """422 for text with a character YAML cannot read (C0/C1 controls but tab, newline, NEL; lone
+    surrogates; U+FFFE/FFFF): not a spec with problems, a request that is not text YAML reads."""
+    match = _UNREADABLE.search(text)
+    if match is None:
+        return None
+    line = text.count("\n", 0, match.start()) + 1
+    column = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
+    message = (f"{field} holds the character U+{ord(match.group()):04X} at line {line}, column {column}, which YAML "
+               "cannot read: remove it (control characters and unpaired surrogates are not text)")
+    return ApiError(422, "invalid_request", message, problems=[(field, message)])
+
+
 def _validate_body(raw: bytes) -> Validation:
     """The whole validation, run in a parser process (service.limits.off_loop): never on the event loop."""
     body = _request(raw)
     if body.spec_text is not None:
+        problem = unreadable(body.spec_text)
+        if problem is not None:
+            raise problem
         if limits.text_depth(body.spec_text) > limits.MAX_DEPTH:
             raise limits.too_deep("spec_text")
         return _validate_text(body.spec_text)

@@ -106,6 +106,7 @@ def running_api(redis_url: str, data_dir: Path, *, tenants: tuple[str, ...] = TE
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
+             "--http", "service.http_server:BoundedHttpToolsProtocol",
              "--port", str(port), "--log-level", "warning", "--no-access-log"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
