@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.attacks.steps import finite_gradient
+from models.attacks.steps import StartNoise, finite_gradient
 
 DLR_GUARD = 1e-12
 LATE_FRACTION = 0.8  # "late gain": best-loss gain after this fraction of the iterations
@@ -66,6 +66,24 @@ def apgd_start_noise(x: Tensor, eps: float, norm: str, generator: torch.Generato
         return eps * t / _view(t.flatten(1).abs().amax(dim=1), t)
     t = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return eps * t / _view(_l2(t) + DLR_GUARD, t)
+
+
+def apgd_start_noise_rows(out: Tensor, seeds: list[int], eps: float, norm: str) -> Tensor:
+    """`apgd_start_noise` per sample: row j of `out` (a CPU tensor, overwritten) drawn from a
+    generator seeded with seeds[j] alone; the scaling is computed for all rows at once."""
+    generator = torch.Generator()
+    for row, seed in zip(out.unbind(0), seeds, strict=True):
+        if norm == "linf":
+            row.uniform_(0, 1, generator=generator.manual_seed(seed))
+        else:
+            row.normal_(generator=generator.manual_seed(seed))
+    if norm == "linf":
+        t = 2 * out - 1
+        return eps * t / _view(t.flatten(1).abs().amax(dim=1), t)
+    return eps * out / _view(_l2(out) + DLR_GUARD, out)
+
+
+APGD_START = StartNoise(apgd_start_noise, apgd_start_noise_rows)
 
 
 def _project(x: Tensor, x_new: Tensor, eps: float, norm: str, guard: float = 0.0) -> Tensor:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.attacks.keyed import mix_seed
-from models.attacks.steps import finite_gradient
+from models.attacks.steps import StartNoise, finite_gradient
 
 RANKED_CLASSES = 20  # the clean pass keeps each sample's top classes: the targets of targeted attacks
 
@@ -110,16 +110,15 @@ class SweepContext:
         for key, value in counts.items():
             self.diagnostics[key] = self.diagnostics.get(key, 0.0) + float(value)
 
-    def starts(self, index: Tensor, xb: Tensor, norm: str, eps_index: int, stream: int,
-               noise: Callable[[Tensor, float, str, torch.Generator], Tensor]) -> Tensor:
+    def starts(self, index: Tensor, xb: Tensor, norm: str, eps_index: int, stream: int, noise: StartNoise) -> Tensor:
         """Random starts x + δ (clipped to [0, 1]) of the samples at positions `index` (CPU), xb their inputs.
 
         Each sample's δ is a function of (seed, ε index, stream, global sample index) only: with the
         default start_block 1 it is drawn from a CPU generator seeded with restart_seed(seed, ε index,
-        stream, offset + position), whatever the batch, the shard or the samples still left beside
-        it, and on any device (drawn on the CPU, moved once per batch). A larger start_block B
+        stream, offset + position) (`noise.rows`), whatever the batch, the shard or the samples still
+        left beside it, and on any device (drawn on the CPU, moved once per batch). A larger start_block B
         draws one noise block per B global indices (block c: c·B … c·B+B−1, cut at the context's
-        end) from restart_seed(seed, ε index, stream, c) on the device, as torchattacks draws its
+        end) from restart_seed(seed, ε index, stream, c) on the device (`noise.block`), as torchattacks draws its
         batch: with one block (B ≥ N, offset 0) the starts are the reference's after
         torch.manual_seed(restart_seed(seed, ε index, stream)); those starts depend on the context's
         size, so that mode is for comparisons with the reference, not for sharded evaluations.
@@ -127,14 +126,9 @@ class SweepContext:
         eps = self.eps[eps_index]
         keys = self.keys(index)
         if self.start_block == 1:
-            generator = torch.Generator()
-            template = torch.empty((1, *xb.shape[1:]), dtype=xb.dtype)
-            rows = []
-            for key in keys.tolist():
-                generator.manual_seed(restart_seed(self.seed, eps_index, stream, key))
-                rows.append(noise(template, eps, norm, generator))
-            drawn = torch.cat(rows).to(self.device, non_blocking=True) if rows else torch.empty_like(xb)
-            return torch.clamp(xb + drawn, min=0, max=1)
+            seeds = [restart_seed(self.seed, eps_index, stream, key) for key in keys.tolist()]
+            drawn = noise.rows(torch.empty((len(seeds), *xb.shape[1:]), dtype=xb.dtype), seeds, eps, norm)
+            return torch.clamp(xb + drawn.to(self.device, non_blocking=True), min=0, max=1)
         size, end = self.start_block, self.offset + self.x.shape[0]
         start = torch.empty_like(xb)
         blocks = keys // size
@@ -144,7 +138,7 @@ class SweepContext:
             generator = torch.Generator(device=self.device).manual_seed(
                 restart_seed(self.seed, eps_index, stream, block))
             shape = torch.empty((high - low, *xb.shape[1:]), device=self.device, dtype=xb.dtype)
-            drawn = noise(shape, eps, norm, generator)[(keys[rows_of] - low).to(self.device)]
+            drawn = noise.block(shape, eps, norm, generator)[(keys[rows_of] - low).to(self.device)]
             on_device = rows_of.to(self.device)
             start[on_device] = torch.clamp(xb[on_device] + drawn, min=0, max=1)
         return start

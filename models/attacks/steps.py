@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +64,34 @@ def start_noise(x: Tensor, eps: float, norm: str, generator: torch.Generator) ->
     n = _per_sample(l2_norms(delta), delta)
     r = torch.zeros_like(n).uniform_(0, 1, generator=generator)
     return delta * (r / n * eps)
+
+
+def start_noise_rows(out: Tensor, seeds: list[int], eps: float, norm: str) -> Tensor:
+    """`start_noise` per sample: row j of `out` (a CPU tensor, overwritten) from a generator seeded
+    with seeds[j] alone, the row's draws in torchattacks' order; the rest is computed for all rows."""
+    generator = torch.Generator()
+    if norm == "linf":
+        for row, seed in zip(out.unbind(0), seeds, strict=True):
+            row.uniform_(-eps, eps, generator=generator.manual_seed(seed))
+        return out
+    r = torch.empty(len(seeds), dtype=out.dtype)
+    for j, (row, seed) in enumerate(zip(out.unbind(0), seeds, strict=True)):
+        row.normal_(generator=generator.manual_seed(seed))
+        r[j: j + 1].uniform_(0, 1, generator=generator)
+    return out * _per_sample(r / l2_norms(out) * eps, out)
+
+
+@dataclass(frozen=True)
+class StartNoise:
+    """How an attack draws the δ of its random starts: `block(x, ε, norm, generator)` for a block
+    of samples from one generator (the reference's draw), `rows(out, seeds, ε, norm)` for samples
+    each drawn from its own seed (`SweepContext.starts`: the keyed default)."""
+
+    block: Callable[[Tensor, float, str, torch.Generator], Tensor]
+    rows: Callable[[Tensor, list[int], float, str], Tensor]
+
+
+PGD_START = StartNoise(start_noise, start_noise_rows)
 
 
 def random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator) -> Tensor:

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from core.specs.evaluation import APGDAttack, SuiteSpec
-from models.attacks.apgd import ApgdOutcome, apgd_run, apgd_start_noise
+from models.attacks.apgd import APGD_START, ApgdOutcome, apgd_run
 from models.attacks.context import CountingModel, SweepContext
 from models.attacks.square import square_at
 
@@ -130,7 +130,7 @@ def apgd_at(ctx: SweepContext, i: int, *, loss: str, steps: int, restarts: int =
             for index in ctx.chunks(todo):
                 xb, yb = ctx.batch(index)
                 target = _targets(ctx, index, yb, rank) if rank is not None else None
-                start = ctx.starts(index, xb, norm, i, stream + 100 * restart + (rank or 0), apgd_start_noise)
+                start = ctx.starts(index, xb, norm, i, stream + 100 * restart + (rank or 0), APGD_START)
                 out = apgd_run(ctx.model, xb, yb, start, eps=eps, norm=norm, steps=steps, loss=loss, target=target,
                                rho=rho, eot=ctx.eot)
                 ctx.mark(i, index, _confirm(ctx, yb, out, loss))
@@ -214,7 +214,7 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
     for index in ctx.chunks(ctx.advance(i)):
         xb, yb = ctx.batch(index)
         classes = torch.stack([_targets(ctx, index, yb, rank) for rank in ranks])  # R×n: the class of each rank
-        start = ctx.starts(index, xb, ctx.norm, i, stream, apgd_start_noise)
+        start = ctx.starts(index, xb, ctx.norm, i, stream, APGD_START)
         screened = _replicated_dlr(ctx, i, xb, yb, [start] * len(ranks), list(classes), screen_steps,
                                    group=SCREEN_GROUP)
         alive = ~screened.confirmed.any(dim=0)
@@ -236,7 +236,7 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
             picks = [order[min(k, len(ranks) - 1)] for _, k in replicas]
             starts = [best_x[pick, rows] if how == "warm" else
                       ctx.starts(index[rows.cpu()], xb[rows], ctx.norm, i, stream + 1 + 100 * stage + r,
-                                 apgd_start_noise)
+                                 APGD_START)
                       for r, ((how, _), pick) in enumerate(zip(replicas, picks, strict=True))]
             out = _replicated_dlr(ctx, i, xb[rows], yb[rows], starts, [classes[pick, rows] for pick in picks], steps,
                                   give_up=GIVE_UP if stage else None)

@@ -30,7 +30,7 @@ from core.specs.evaluation import AnyAttack, APGDAttack, FGSMAttack, PGDAttack
 from models.attacks.context import CountingModel, SweepContext, model_device, restart_seed
 from models.attacks.reference import run_autoattack
 from models.attacks.square import run_square
-from models.attacks.steps import fgsm_perturb, pgd_run, start_noise
+from models.attacks.steps import PGD_START, fgsm_perturb, pgd_run
 from models.attacks.suite import run_apgd, run_suite
 from models.registry import Registry
 
@@ -82,7 +82,7 @@ ATTACKS: Registry[AttackKind, AttackEntry] = Registry("attack", AttackKind)
 
 def _random_starts(ctx: SweepContext, index: Tensor, xb: Tensor, norm: str, eps_index: int, restart: int) -> Tensor:
     """PGD's random starts (torchattacks' draws per sample), from `SweepContext.starts` (keyed by global index)."""
-    return ctx.starts(index, xb, norm, eps_index, restart, start_noise)
+    return ctx.starts(index, xb, norm, eps_index, restart, PGD_START)
 
 
 def _run_fgsm(ctx: SweepContext, spec: FGSMAttack) -> dict[str, int]:

@@ -21,7 +21,7 @@ from models.attacks import DECISION_BLOCK, AttackResult, run_attack
 from models.attacks.context import SweepContext
 from models.attacks.keyed import keyed_bits, mix_seed
 from models.attacks.square import square_attack
-from models.attacks.steps import start_noise
+from models.attacks.steps import PGD_START, start_noise
 from tests.unit.attack_fixtures import trained_digits_mlp
 
 N = 300
@@ -141,15 +141,15 @@ def test_starts_depend_on_the_global_index_only(trained) -> None:
                             batch_size=64, seed=SEED, offset=offset, start_block=start_block)
 
     everyone = torch.arange(N)
-    full = context(0).starts(everyone, x, "linf", 0, 5, start_noise)
+    full = context(0).starts(everyone, x, "linf", 0, 5, PGD_START)
     some = torch.tensor([7, 3, 250, 120])
-    assert torch.equal(context(0).starts(some, x[some], "linf", 0, 5, start_noise), full[some])
+    assert torch.equal(context(0).starts(some, x[some], "linf", 0, 5, PGD_START), full[some])
     shard = context(200, n=100)  # x[:100] stands for samples 200 … 299: the same noise as theirs
-    delta = shard.starts(torch.arange(100), torch.full_like(x[:100], 0.5), "linf", 0, 5, start_noise) - 0.5
-    whole_delta = context(0).starts(everyone, torch.full_like(x, 0.5), "linf", 0, 5, start_noise) - 0.5
+    delta = shard.starts(torch.arange(100), torch.full_like(x[:100], 0.5), "linf", 0, 5, PGD_START) - 0.5
+    whole_delta = context(0).starts(everyone, torch.full_like(x, 0.5), "linf", 0, 5, PGD_START) - 0.5
     assert torch.equal(delta, whole_delta[200:])
     # one big block: the starts torchattacks draws after torch.manual_seed(restart_seed(...))
-    block = context(0, start_block=1 << 30).starts(everyone, x, "l2", 0, 0, start_noise)
+    block = context(0, start_block=1 << 30).starts(everyone, x, "l2", 0, 0, PGD_START)
     generator = torch.Generator().manual_seed(mix_seed(SEED, 0, 0, 0))
     assert torch.equal(block, torch.clamp(x + start_noise(x, 0.1, "l2", generator), 0, 1))
 
