@@ -11,6 +11,12 @@ Soundness is never traded for speed: a sample counts as broken only when an fp32
 model misclassifies the recorded input, which lies inside the ball and [0, 1]; for PGD that is
 the first misclassified iterate, not the last one. So our robust accuracy is never higher than
 torchattacks' with the same settings (tests/unit/test_attacks.py checks it).
+
+The N samples may be a shard of a larger evaluation (`offset`: the global index of x[0]). Every
+random draw about a sample is keyed by (seed, radius, stream, global index) and every decision
+over several samples by a fixed DECISION_BLOCK of global indices, so shards run by any number of
+workers, at any batch size, concatenate to exactly the result of one run
+(tests/unit/test_sharding.py).
 """
 
 from __future__ import annotations
