@@ -159,6 +159,13 @@ class Service:
         """The job's work units (none before its first execution planned them)."""
         return units_of(self.store, self.get(job_id))
 
+    def train_unit(self, job_id: str, timeout: float = 120) -> JobRecord:
+        """The job's (first) training unit, once the job's first execution planned it."""
+        def first() -> JobRecord | None:
+            return next((u for u in self.units(job_id) if u.work and u.work.kind == "train"), None)
+
+        return wait_for(first, timeout, f"job {job_id} to plan its units")
+
     def training_epoch(self, job_id: str) -> int:
         """The latest epoch the progress of the job or of its units names (0 before training)."""
         messages = [self.get(job_id).progress.message] + [u.progress.message for u in self.units(job_id)]

@@ -3,6 +3,8 @@
 The work horse SIGKILLed, the worker SIGKILLed mid-training (the job resumes on another worker from
 its last finished epoch), SIGTERM mid-job, cancel of a queued and of a running job, a poison job,
 the job timeout. Heartbeats every 0.5 s, so a lost execution is noticed after about 3.5 s.
+These jobs train one run: what is killed is its training unit (jobstore.units), which resumes,
+while the job waits for its units.
 """
 
 from __future__ import annotations
@@ -43,10 +45,13 @@ def test_killed_job_process_is_requeued_and_completes(service: Service) -> None:
     job_id = service.submit(slow_spec(epochs=40))
     worker = service.start_worker()
     running_horse(service, worker, job_id).kill()
+    unit = service.train_unit(job_id)
     record = service.wait_status(job_id, JobStatus.SUCCEEDED, JobStatus.FAILED, timeout=90)
     assert record.status is JobStatus.SUCCEEDED, (record.error, service.log())
-    assert record.attempts == 2 and record.error is None
-    released = [e for e in service.journal.events(job_id) if e["event"] == "released"]
+    assert record.attempts == 1 and record.error is None
+    assert service.get(unit.id).attempts == 2  # the unit ran again; the job's other units once
+    assert all(u.attempts == 1 for u in service.units(job_id) if u.id != unit.id)
+    released = [e for e in service.journal.events(unit.id) if e["event"] == "released"]
     assert [(e["reason"], e["status"]) for e in released] == [("WorkerLost", "queued")]
     assert "SIGKILL" in service.log()  # the parent saw how its horse died
     assert worker.poll() is None  # the worker itself carries on
@@ -65,8 +70,9 @@ def test_killed_worker_job_resumes_on_another_worker_from_its_checkpoint(service
     service.start_worker("b")  # its reaper notices the silent execution and queues the job again
     record = service.wait_status(job_id, JobStatus.SUCCEEDED, JobStatus.FAILED, timeout=90)
     assert record.status is JobStatus.SUCCEEDED, (record.error, service.log("b"))
-    assert record.attempts == 2
-    starts = run_starts(service, job_id)
+    unit = service.train_unit(job_id)
+    assert service.get(unit.id).attempts == 2
+    starts = run_starts(service, unit.id)
     assert [s["run"] for s in starts] == ["erm-seed0", "erm-seed0"], starts
     assert starts[0]["first_epoch"] == 1
     assert starts[1]["first_epoch"] >= reached > 1, (starts, reached)  # finished epochs were not redone
@@ -80,13 +86,14 @@ def test_sigterm_mid_job_requeues_it_and_nothing_is_lost(service: Service) -> No
     first.send_signal(signal.SIGTERM)  # warm shutdown: the job is stopped and queued again at once
     assert first.wait(timeout=20) == 0, service.log("a")
     assert not horse.is_running() or horse.status() == psutil.STATUS_ZOMBIE
-    record = service.get(job_id)
-    assert record.status is JobStatus.QUEUED and record.error is not None
-    assert record.error.type == "WorkerShutdown"
+    unit = service.get(service.train_unit(job_id).id)
+    assert unit.status is JobStatus.QUEUED and unit.error is not None
+    assert unit.error.type == "WorkerShutdown"
+    assert service.get(job_id).status is JobStatus.RUNNING  # waiting for its units
     service.start_worker("b")
     record = service.wait_status(job_id, JobStatus.SUCCEEDED, JobStatus.FAILED, timeout=90)
     assert record.status is JobStatus.SUCCEEDED, (record.error, service.log("b"))
-    starts = run_starts(service, job_id)
+    starts = run_starts(service, unit.id)
     assert len(starts) == 2 and starts[1]["first_epoch"] > 1, starts
 
 
@@ -104,11 +111,13 @@ def test_cancel_a_running_job_stops_its_process(service: Service) -> None:
     job_id = service.submit(slow_spec(epochs=200))
     worker = service.start_worker()
     horse = running_horse(service, worker, job_id)
+    unit = service.train_unit(job_id)
     service.store.request_cancel(job_id)
     record = service.wait_status(job_id, JobStatus.CANCELLED, JobStatus.SUCCEEDED, JobStatus.FAILED, timeout=5)
     assert record.status is JobStatus.CANCELLED and record.error is not None and record.error.type == "Cancelled"
     wait_for(lambda: not horse.is_running() or horse.status() == psutil.STATUS_ZOMBIE, 5, "the horse to stop")
-    wait_for(lambda: not os.path.exists(service.settings.work_root / job_id), 60, "its scratch folder to go")
+    assert service.wait_status(unit.id, JobStatus.CANCELLED, timeout=5).status is JobStatus.CANCELLED
+    wait_for(lambda: not os.path.exists(service.settings.work_root / unit.id), 60, "its scratch folder to go")
     # The worker survives its horse's end and takes the next job.
     follow_up = service.submit(tiny_spec())
     assert service.wait_status(follow_up, JobStatus.SUCCEEDED, JobStatus.FAILED, timeout=60).status \
@@ -120,15 +129,18 @@ def test_poison_job_fails_after_bounded_retries(service: Service) -> None:
     service.env_overrides["ROBUSTLAB_MAX_ATTEMPTS"] = "2"
     job_id = service.submit(slow_spec(epochs=200))
     worker = service.start_worker()
-    wait_for(lambda: service.get(job_id).attempts == 1 and service.training_epoch(job_id) >= 1, 60, "training")
-    for attempt in (1, 2):  # the second death comes before the job gets anywhere
-        horse = wait_for(lambda n=attempt: service.get(job_id).attempts == n and service.horse(worker), 60,
+    unit = service.train_unit(job_id)
+    wait_for(lambda: service.get(unit.id).attempts == 1 and service.training_epoch(job_id) >= 1, 60, "training")
+    for attempt in (1, 2):  # the second death comes before the unit gets anywhere
+        horse = wait_for(lambda n=attempt: service.get(unit.id).attempts == n and service.horse(worker), 60,
                          f"execution {attempt}")
         horse.kill()
         horse.wait(timeout=10)
+    assert service.wait_status(unit.id, JobStatus.FAILED, JobStatus.SUCCEEDED, timeout=30).attempts == 2
     record = service.wait_status(job_id, JobStatus.FAILED, JobStatus.SUCCEEDED, timeout=30)
-    assert record.status is JobStatus.FAILED and record.attempts == 2
+    assert record.status is JobStatus.FAILED  # a unit that keeps failing fails its job, naming the unit
     assert record.error is not None and record.error.type == "Poison"
+    assert "unit 'train erm seed 0' failed" in record.error.message
     assert "lost 2 times in a row" in record.error.message and "SIGKILL" in record.error.message
 
 
