@@ -11,6 +11,7 @@ ROBUSTLAB_UPDATE_DOCS_SCREENSHOTS=1 the ones the user guide shows are copied to 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -511,3 +513,145 @@ def test_the_api_docs_render_offline(browser: Any, up: Up, shots: Path) -> None:
           d.find_elements(By.CSS_SELECTOR, "[role=menuitem], li[data-item-id]"), "ReDoc's menu", timeout=30)
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
     assert loaded and all(url.startswith(up.url) for url in loaded), loaded
+
+
+# --- the job page's units timeline ---------------------------------------------------------------------
+
+# Wraps fetch before the dashboard's modules load: the answer of GET /v1/jobs/<target> (a real job of
+# the real server) gets the units set here. Devtools scripts are not subject to the page's CSP.
+_ADD_UNITS = """
+(() => {
+  const original = window.fetch.bind(window);
+  window.fetch = async (input, init) => {
+    const response = await original(input, init);
+    const url = typeof input === 'string' ? input : input.url;
+    const fake = JSON.parse(sessionStorage.getItem('test.units') || 'null');
+    if (!fake || response.status !== 200 || !new URL(url, location.href).pathname.endsWith('/v1/jobs/' + fake.id)) {
+      return response;
+    }
+    const job = await response.json();
+    job.units = fake.units;
+    return new Response(JSON.stringify(job), {status: 200, headers: response.headers});
+  };
+})();
+"""
+
+
+def _units_fixture(started: datetime) -> list[dict[str, Any]]:
+    """Six units on three workers: finished, retried, failed, running (up to now) and one not started."""
+    at = lambda s: (started + timedelta(seconds=s)).isoformat()  # noqa: E731
+    unit = lambda name, kind, status, worker, start, end, attempts=1: {  # noqa: E731
+        "name": name, "kind": kind, "status": status, "worker": worker, "started_at": at(start) if start is not None
+        else None, "finished_at": at(end) if end is not None else None, "attempts": attempts}
+    return [
+        unit("train erm seed 0", "train", "succeeded", "gpu-host-1.gpu0", 0, 40),
+        unit("train doubleback seed 0", "train", "succeeded", "gpu-host-2.gpu0", 2, 55, attempts=2),
+        unit("evaluate erm seed 0 [0, 500)", "evaluate", "succeeded", "gpu-host-1.gpu0", 41, 70),
+        unit("evaluate erm seed 0 [500, 1000)", "evaluate", "failed", "cpu-host.w1", 42, 60, attempts=3),
+        unit("evaluate doubleback seed 0 [0, 500)", "evaluate", "running", "gpu-host-2.gpu0", 56, None),
+        unit("evaluate doubleback seed 0 [500, 1000)", "evaluate", "queued", None, None, None, attempts=0),
+    ]
+
+
+_TIMELINE_GEOMETRY = """
+const track = (bar) => bar.closest('.lane-track').getBoundingClientRect();
+return {
+  lanes: [...document.querySelectorAll('#units .lane')].map((l) => l.dataset.worker),
+  laneNames: [...document.querySelectorAll('#units .lane-name')].map((n) => n.getBoundingClientRect().width),
+  bars: [...document.querySelectorAll('#units .unit')].map((b) => {
+    const r = b.getBoundingClientRect(), t = track(b);
+    return {name: b.dataset.name, status: b.dataset.status, worker: b.closest('.lane').dataset.worker,
+            title: b.title, left: r.left, right: r.right, width: r.width, trackLeft: t.left, trackRight: t.right,
+            font: parseFloat(getComputedStyle(b).fontSize), colour: getComputedStyle(b).backgroundColor,
+            labelShown: b.scrollWidth <= b.clientWidth + 1};
+  }),
+  waiting: [...document.querySelectorAll('#units .unit-chip')].map((c) => c.dataset.name),
+  summary: document.getElementById('units-summary').textContent,
+  afterReport: !!(document.getElementById('results').compareDocumentPosition(document.getElementById('units'))
+                  & Node.DOCUMENT_POSITION_FOLLOWING),
+};
+"""
+
+
+def test_the_units_timeline_shows_each_worker_and_unit_at_phone_and_laptop_width(
+        browser: Any, up: Up, shots: Path) -> None:
+    """A real job's page with units (set on the real answer, until every job has units of its own): a
+    lane per worker, bars in start order, coloured by status, tooltips with attempts, no sideways scroll."""
+    with RobustlabClient(up.url, up.key) as client:
+        done = client.list_jobs(status="succeeded", limit=1)["items"]  # any finished job of the module will do
+        job = done[0] if done else client.wait(client.submit(EXAMPLE_SPEC)["id"], timeout=180)
+        assert job["status"] == "succeeded", up.log.read_text(errors="replace")[-3000:]
+    units = _units_fixture(datetime.now(UTC) - timedelta(seconds=90))
+    script = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _ADD_UNITS})
+    try:
+        for size, name in ((PHONE, "units-timeline-phone"), ((1280, 900), "units-timeline-laptop")):
+            _window(browser, size)
+            _sign_in(browser, up)
+            browser.execute_script("sessionStorage.setItem('test.units', arguments[0])",
+                                   json.dumps({"id": job["id"], "units": units}))
+            # A new document (a hash change alone would keep the page, and its fetch, as they were).
+            browser.get(f"{up.url}/?timeline={size[0]}#/jobs/{job['id']}")
+            _css(browser, "#job-summary .status-succeeded")
+            _css(browser, "#units .unit")
+            _css(browser, "#report-frame", timeout=30)
+            geometry = browser.execute_script(_TIMELINE_GEOMETRY)
+            assert geometry["afterReport"], "a finished job's report comes before its units"
+            assert geometry["lanes"] == ["gpu-host-1.gpu0", "gpu-host-2.gpu0", "cpu-host.w1", ""], geometry["lanes"]
+            assert all(width >= 60 for width in geometry["laneNames"][:3]), geometry["laneNames"]
+            assert geometry["waiting"] == ["evaluate doubleback seed 0 [500, 1000)"]
+            assert geometry["summary"].startswith("6 units (1 running, 1 queued, 3 succeeded, 1 failed) on 3 workers")
+            bars = {bar["name"]: bar for bar in geometry["bars"]}
+            assert set(bars) == {u["name"] for u in units if u["status"] != "queued"}
+            for unit in units:
+                if unit["status"] == "queued":
+                    continue
+                bar = bars[unit["name"]]
+                assert bar["status"] == unit["status"] and bar["worker"] == unit["worker"]
+                assert f"{unit['attempts']} attempt" in bar["title"] and unit["kind"] in bar["title"]
+                assert bar["trackLeft"] - 1 <= bar["left"] and bar["right"] <= bar["trackRight"] + 1, (size, bar)
+                assert bar["font"] >= 11, f"unit labels are {bar['font']} px at {size}"
+            assert "2 attempts" in bars["train doubleback seed 0"]["title"]
+            # One time axis for every lane: later starts sit further right; the running unit reaches now.
+            starts = ["train erm seed 0", "train doubleback seed 0", "evaluate erm seed 0 [0, 500)",
+                      "evaluate erm seed 0 [500, 1000)", "evaluate doubleback seed 0 [0, 500)"]
+            offsets = [bars[n]["left"] - bars[n]["trackLeft"] for n in starts]
+            assert offsets == sorted(offsets) and offsets[0] <= 1, offsets
+            assert bars["evaluate doubleback seed 0 [0, 500)"]["right"] >= bars["train erm seed 0"]["trackRight"] - 2
+            ratio = bars["train erm seed 0"]["width"] / bars["evaluate erm seed 0 [0, 500)"]["width"]
+            assert abs(ratio - 40 / 29) < 0.1, ratio  # bar lengths are durations on one scale
+            colours = {bars[n]["colour"] for n in ("train erm seed 0", "evaluate erm seed 0 [500, 1000)")}
+            assert len(colours) == 2, "succeeded and failed look alike"
+            if size == (1280, 900):
+                assert bars["train erm seed 0"]["labelShown"], "a 40 s bar on a laptop should show its name"
+            assert _overflow(browser) <= 0, f"the job page scrolls sideways at {size}"
+            # The same units as a table, for exact times and screen readers.
+            browser.find_element(By.CSS_SELECTOR, "#units details.unit-table summary").click()
+            rows = browser.find_elements(By.CSS_SELECTOR, "#units .unit-table tbody tr")
+            assert [r.find_element(By.CSS_SELECTOR, "td").text for r in rows] == [u["name"] for u in units]
+            assert _overflow(browser) <= 0, f"the units table scrolls the page sideways at {size}"
+            browser.execute_script("document.getElementById('units').scrollIntoView()")
+            browser.save_screenshot(str(shots / f"{name}.png"))
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
+        browser.execute_script("sessionStorage.removeItem('test.units')")
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_a_real_job_shows_its_own_units_on_the_timeline(browser: Any, up: Up) -> None:
+    """When the server splits a job into units, the page draws exactly the units the API lists."""
+    with RobustlabClient(up.url, up.key) as client:
+        job = client.submit(EXAMPLE_SPEC)
+        job = client.wait(job["id"], timeout=180)
+    assert job["status"] == "succeeded", up.log.read_text(errors="replace")[-3000:]
+    if not job.get("units"):
+        pytest.skip("this server runs jobs in one piece (no units yet)")
+    _sign_in(browser, up)
+    browser.get(f"{up.url}/#/jobs/{job['id']}")
+    _css(browser, "#job-summary .status-succeeded")
+    _css(browser, "#units .unit")
+    drawn = browser.execute_script(
+        "return [...document.querySelectorAll('#units .unit')].map((b) => [b.dataset.name, b.dataset.status,"
+        " b.closest('.lane').dataset.worker, b.dataset.attempts])")
+    expected = [[u["name"], u["status"], u["worker"], str(u["attempts"])] for u in job["units"] if u["started_at"]]
+    assert sorted(drawn) == sorted(expected)
+    assert all(u["status"] == "succeeded" for u in job["units"])
