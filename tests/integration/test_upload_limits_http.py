@@ -229,3 +229,40 @@ def _checkers(server: psutil.Process) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return found
+
+
+def test_robustlab_api_leaves_no_process_behind_on_sigterm(redis_url: str, tmp_path: Path) -> None:
+    """Its parser processes and multiprocessing's resource tracker end with it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from robustlab.embedded_redis import free_port
+
+    port = free_port()
+    env = {**os.environ, "ROBUSTLAB_REDIS_URL": redis_url, "ROBUSTLAB_KEY_PREFIX": f"rltest:sig{port}:",
+           "ROBUSTLAB_API_KEYS": f"alice:{key_of('alice')}", "ROBUSTLAB_DATA_DIR": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "robustlab.cli", "api", "--host", "127.0.0.1", "--port",
+                                str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        headers = {"Authorization": f"Bearer {key_of('alice')}"}
+        assert httpx.post(f"{url}/v1/specs/validate", json={"spec_text": "name: x"}, headers=headers,
+                          timeout=60).status_code == 200
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert len(children) >= 2  # a parser process and the resource tracker
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once shut down
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        if process.poll() is None:
+            process.kill()
