@@ -72,7 +72,8 @@ def test_a_job_whose_host_dies_resumes_on_another_host_from_s3(s3: dict[str, str
         worker_a = a.start_worker("a")
         wait_for(lambda: a.training_epoch(job_id) >= 4, 240, "training on host a to reach epoch 4")
         bucket = ArtifactStore(store_url)
-        wait_for(lambda: any(n.startswith("state/") for n in bucket.list(f"jobs/{job_id}/resume")), 60,
+        unit = a.train_unit(job_id).id  # the job's training run is a work unit: its state is its own
+        wait_for(lambda: any(n.startswith("state/") for n in bucket.list(f"jobs/{unit}/resume")), 60,
                  "host a's resume state in the bucket")
         reached = a.training_epoch(job_id)
         kill_tree(worker_a)  # host a is gone, its disk with it as far as the job is concerned
@@ -84,14 +85,15 @@ def test_a_job_whose_host_dies_resumes_on_another_host_from_s3(s3: dict[str, str
         assert b'"regularizer": "erm"' in report or b'"regularizer":"erm"' in report
         assert set(bucket.list(record.result_prefix)) == set(record.artifacts)
         assert "checkpoints/erm-seed0.safetensors" in record.artifacts and "report.html" in record.artifacts
-        starts = [e for e in b.journal.events(job_id) if e["event"] == "run_started"]
+        starts = [e for e in b.journal.events(unit) if e["event"] == "run_started"]
         assert len(starts) == 2 and starts[1]["first_epoch"] > 1, starts  # resumed, not started over
         assert starts[1]["first_epoch"] >= reached - 1, (starts, reached)
-        hosts_seen = {e.get("worker") for e in b.journal.events(job_id) if e["event"] == "started"}
+        hosts_seen = {e.get("worker") for e in b.journal.events(unit) if e["event"] == "started"}
         assert hosts_seen == {f"{a.queue}-a", f"{b.queue}-b"}, hosts_seen
         # nothing crossed between the hosts' disks: host b never had host a's scratch files
-        assert not (b.data_dir / "work" / job_id).exists() or not any((b.data_dir / "work" / job_id).iterdir())
-        assert bucket.list(f"jobs/{job_id}/resume") == []  # resume state discarded after success
+        assert not (b.data_dir / "work" / unit).exists() or not any((b.data_dir / "work" / unit).iterdir())
+        assert bucket.list(f"jobs/{unit}/resume") == []  # resume state discarded after success
+        assert bucket.list(f"jobs/{job_id}/units") == []  # the units' files, merged into the result
         assert not os.path.exists(tmp_path / "host-b" / "artifacts")  # the store is S3, not a local folder
     finally:
         for host in hosts.values():
