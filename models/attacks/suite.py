@@ -67,14 +67,11 @@ BORDERLINE_TARGETS = 3  # a borderline survivor is also pursued on its next two 
 # were), and 15-29 % of their gradient evaluations are saved.
 GIVE_UP = {10: -0.3}
 ESCALATE_SHARE = 0.01  # Square breaking more than this share of the white-box survivors escalates it
-# Every decision the suite takes over several samples (escalating Square) is taken per block of
-# this many global sample indices (0-99, 100-199, ...), never over the whole context, so that an
-# evaluation split into shards decides as one run on all its samples does: shard boundaries must
-# be multiples of it.
+# Decisions over several samples (escalating Square) are taken per block of this many global sample
+# indices (0-99, 100-199, ...), never over the whole context: shard boundaries must be multiples of it.
 DECISION_BLOCK = 100
-# The screening of focused APGD-T runs a survivor's targets this many at a time, each group only
-# on what the earlier ones left (a fixed number: which targets a sample gets must not depend on
-# how many samples share its batch).
+# Focused APGD-T screens this many targets at a time, each group on what the earlier ones left (fixed:
+# which targets a sample gets must not depend on how many samples share its batch).
 SCREEN_GROUP = 3
 ESCALATED_QUERIES = 5000  # AutoAttack's Square budget
 # The escalated Square leaves a sample alone once its margin is still above this share of its start
@@ -275,11 +272,8 @@ def _run_member(ctx: SweepContext, i: int, name: str, attack: Callable[[], int |
     many samples it gave up on early); (before, after). Every count is a sum over samples: the
     records of the shards of an evaluation add up to the whole run's."""
     counter = ctx.model if isinstance(ctx.model, CountingModel) else None
-
     def left() -> int:
-        todo = ctx.advance(i)
-        return int(todo.numel() if among is None else among[todo].sum())
-
+        return int(ctx.advance(i).numel() if among is None else among[ctx.advance(i)].sum())
     before = left()
     grads, forwards = counter.counts() if counter else (0, 0)
     started = time.perf_counter()
@@ -326,11 +320,8 @@ def _member_attack(ctx: SweepContext, i: int, member: Member) -> Callable[[], in
 
 
 def run_suite(ctx: SweepContext, spec: SuiteSpec) -> dict[str, int]:
-    """The standard suite at each radius, ascending: every member on the survivors of the earlier ones.
-
-    Square escalates per DECISION_BLOCK of global sample indices (`escalating`): the escalated
-    searches run on the survivors of the blocks where the control beat the white-box members.
-    """
+    """The standard suite at each radius, ascending: every member on the survivors of the earlier ones;
+    Square escalates on the survivors of the DECISION_BLOCKs where it beat the white-box members."""
     stats = ctx.clean_pass()
     members = members_for(ctx.num_classes)
     for i in range(len(ctx.eps)):
