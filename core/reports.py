@@ -181,6 +181,15 @@ class RegularizerSummary(_Model):
     train_seconds: float | None = None
 
 
+class ModelInfo(_Model):
+    """The model file an evaluate job judged: which file exactly (its hash), and how it was read."""
+
+    file: str  # the file's name, e.g. "cnn.onnx"
+    sha256: str
+    format: str  # "onnx", "timm", "torchvision", or "registry" (a robustlab checkpoint or state_dict)
+    bytes: int | None = None
+
+
 class Report(_Model):
     schema_version: str = SCHEMA_VERSION
     kind: Literal["compare", "evaluate"] = "compare"
@@ -191,3 +200,4 @@ class Report(_Model):
     runs: list[RunReport]
     summary: list[RegularizerSummary]
     checks: list[Check]
+    model_info: ModelInfo | None = None  # evaluate reports: the model file (None in compare reports)
