@@ -174,7 +174,7 @@ def assemble(spec: ExperimentSpec, kind: JobKind, models: list[ModelInputs], wor
             report = _finish(spec, kind, inputs, data, outcome, dev, reporter, max_model_bytes)
         reports.append(report)
     if kind is JobKind.EVALUATE:
-        final: Report = evaluate_report(spec, reports[0], str(dev))
+        final: Report = evaluate_report(spec, reports[0], str(dev), model_file=models[0].path)
     else:
         baseline = baseline_name(spec)
         fits = {(m.name, m.seed): fit_from_metadata(read_metadata(m.path), nn.Identity()) for m in models}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -14,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.reports import Check, Cost, Report, RunReport
+from core.reports import Check, Cost, ModelInfo, Report, RunReport
 from core.specs.experiment import ExperimentSpec
-from core.specs.model import require_registry
+from core.specs.model import model_format, require_registry
 from models.attacks.context import model_device
 from models.datasets import load_dataset
 from models.datasets.base import DatasetBundle
@@ -156,11 +157,22 @@ def evaluate_checkpoint(spec: ExperimentSpec, checkpoint: Path, *, device: str |
 
     report = diagnose_run(report, model, spec.model, data.x_test, data.y_test, num_classes=data.num_outputs,
                           device=dev)
-    return evaluate_report(spec, report, str(dev))
+    return evaluate_report(spec, report, str(dev), model_file=checkpoint)
 
 
-def evaluate_report(spec: ExperimentSpec, report: RunReport, device: str) -> Report:
+def model_info(spec: ExperimentSpec, path: Path) -> ModelInfo:
+    """Which file an evaluate job judged (name, SHA-256, size) and the format it was read as."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return ModelInfo(file=path.name, sha256=digest.hexdigest(), format=model_format(spec.model),
+                     bytes=path.stat().st_size)
+
+
+def evaluate_report(spec: ExperimentSpec, report: RunReport, device: str, *, model_file: Path | None = None) -> Report:
     """The report of one evaluated model file."""
     return Report(kind="evaluate", spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(),
                   environment=environment(device), baseline=None, runs=[report],
-                  summary=summarize([report], None), checks=overall_checks([report]))
+                  summary=summarize([report], None), checks=overall_checks([report]),
+                  model_info=model_info(spec, model_file) if model_file is not None else None)
