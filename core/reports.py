@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"  # 1.2: accuracy intervals; 1.1: per-sample outcomes
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -33,12 +33,14 @@ class AttackAccuracy(_Model):
     eps: float
     accuracy: float
     label: str = ""  # distinguishes two attacks of the same kind and norm, e.g. "pgd-20x1"
+    interval: tuple[float, float] | None = None  # 95 % Clopper-Pearson over the samples (None: older reports)
 
 
 class WorstCase(_Model):
     norm: Literal["linf", "l2"]
     eps: float
     accuracy: float  # samples correct under every attack at every eps' ≤ eps (monotone)
+    interval: tuple[float, float] | None = None  # 95 % Clopper-Pearson over the samples (None: older reports)
 
 
 class Sensitivity(_Model):
@@ -125,6 +127,7 @@ class RunReport(_Model):
     kind: str
     seed: int
     clean_accuracy: float
+    clean_interval: tuple[float, float] | None = None  # 95 % Clopper-Pearson (reports.statistics.with_intervals)
     samples: int
     robust: list[AttackAccuracy]
     worst_case: list[WorstCase]

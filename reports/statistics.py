@@ -1,4 +1,5 @@
-"""Statistics over seeds: mean ± std with a Student-t interval, paired t-tests, per-regularizer summaries.
+"""Statistics over seeds: mean ± std with a Student-t interval, paired t-tests, per-regularizer summaries;
+over samples: exact binomial (Clopper-Pearson) intervals of accuracies, exact McNemar tests.
 
 A robustness difference between two regularizers is only worth reporting with its seed-to-seed
 spread, so every summary number carries mean, std and a 95 % interval, and every comparison with the
@@ -13,15 +14,18 @@ Recipes §6.4), its quantiles from bisection; both are checked against table val
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from collections.abc import Iterable
 from typing import Literal
 
 from core.reports import (
+    AttackAccuracy,
     BaselineComparison,
     RegularizerSummary,
     RobustStat,
     RunReport,
     Stat,
+    WorstCase,
     WorstCaseStat,
 )
 
@@ -144,6 +148,67 @@ def paired_t_test(a: list[float], b: list[float]) -> tuple[float, float | None]:
     if std <= _ZERO_SPREAD * scale:
         return mean, None
     return mean, t_two_sided_p(mean / (std / math.sqrt(n)), n - 1)
+
+
+def _beta_ppf(q: float, a: float, b: float) -> float:
+    """The x with I_x(a, b) = q, by bisection on the monotone regularized incomplete beta."""
+    lo, hi = 0.0, 1.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if betainc(a, b, mid) < q:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-13:
+            break
+    return 0.5 * (lo + hi)
+
+
+def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact binomial interval for a proportion (Clopper & Pearson 1934): never narrower than it should
+    be, whatever the sample size. The ends are beta quantiles: B(α/2; k, n−k+1), B(1−α/2; k+1, n−k)."""
+    if trials <= 0 or not 0 <= successes <= trials:
+        raise ValueError(f"clopper_pearson needs 0 ≤ successes ≤ trials, trials > 0; got {successes}/{trials}")
+    alpha = 1.0 - confidence
+    low = 0.0 if successes == 0 else _beta_ppf(alpha / 2, successes, trials - successes + 1)
+    high = 1.0 if successes == trials else _beta_ppf(1 - alpha / 2, successes + 1, trials - successes)
+    return low, high
+
+
+def accuracy_interval(accuracy: float, samples: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """The Clopper-Pearson interval of an accuracy measured on `samples` samples (None for none)."""
+    if samples <= 0:
+        return None
+    correct = min(samples, max(0, round(accuracy * samples)))
+    return clopper_pearson(correct, samples, confidence)
+
+
+def with_intervals(run: RunReport) -> RunReport:
+    """The run with a 95 % interval on its clean accuracy and on every robust and worst-case accuracy."""
+    n = run.samples
+
+    def robust(r: AttackAccuracy) -> AttackAccuracy:
+        return r.model_copy(update={"interval": accuracy_interval(r.accuracy, n)})
+
+    def worst(w: WorstCase) -> WorstCase:
+        return w.model_copy(update={"interval": accuracy_interval(w.accuracy, n)})
+
+    return run.model_copy(update={"clean_interval": accuracy_interval(run.clean_accuracy, n),
+                                  "robust": [robust(r) for r in run.robust],
+                                  "worst_case": [worst(w) for w in run.worst_case]})
+
+
+def mcnemar_drop_p(worse: int, better: int) -> float:
+    """Exact McNemar test, one-sided for a drop: of the samples on which two models disagree, `worse`
+    went from correct to wrong and `better` the other way; the p-value is P(X ≥ worse) for
+    X ~ Binomial(worse + better, ½), the chance of so many drops if neither model were better."""
+    if worse < 0 or better < 0:
+        raise ValueError(f"discordant counts must be ≥ 0, got {worse} and {better}")
+    pairs = worse + better
+    if worse == 0:
+        return 1.0
+    tail = sum(math.comb(pairs, i) for i in range(worse, pairs + 1))
+    return float(Fraction(tail, 2**pairs))
 
 
 def worst_case_metric(norm: str, eps: float) -> str:

@@ -24,7 +24,7 @@ from models.datasets.base import DatasetBundle
 from models.evaluation.evaluate import ModelEvaluation, evaluate_model
 from models.training.experiment import train_experiment
 from models.training.loop import FitResult, ProgressCallback
-from reports.statistics import summarize
+from reports.statistics import summarize, with_intervals
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +66,16 @@ def run_report(name: str, kind: str, seed: int, model: nn.Module, data: DatasetB
 
 def report_of(name: str, kind: str, seed: int, evaluation: ModelEvaluation, cost: Cost,
               checkpoint: str | None) -> RunReport:
-    """One run's entry of the report, from its evaluation (in this process, or merged from units)."""
-    return RunReport(
+    """One run's entry of the report, from its evaluation (in this process, or merged from units), every
+    accuracy with its 95 % interval over the samples."""
+    return with_intervals(RunReport(
         regularizer=name, kind=kind, seed=seed, clean_accuracy=evaluation.clean_accuracy,
         samples=evaluation.samples, robust=evaluation.robust, worst_case=evaluation.worst_case,
         sensitivity=evaluation.sensitivity, cost=cost.model_copy(update={"eval_seconds": evaluation.seconds}),
         checks=evaluation.checks, trustworthy=evaluation.trustworthy, checkpoint=checkpoint,
         training_failed=evaluation.training_failed, attack_costs=evaluation.attack_costs,
         suite_members=evaluation.suite_members, outcomes=evaluation.outcomes,
-    )
+    ))
 
 
 def training_cost(fit: FitResult | None, baseline_step: float | None) -> Cost:

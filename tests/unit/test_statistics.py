@@ -8,15 +8,19 @@ import pytest
 
 from core.reports import AttackAccuracy, Check, Cost, RunReport, WorstCase
 from reports.statistics import (
+    accuracy_interval,
     betainc,
+    clopper_pearson,
     describe,
     holm,
+    mcnemar_drop_p,
     paired_t_test,
     summarize,
     t_cdf,
     t_ppf,
     t_two_sided_p,
     worst_case_metric,
+    with_intervals,
 )
 
 
@@ -170,3 +174,44 @@ def test_summarize_corrects_for_multiple_comparisons() -> None:
     for c in dbp.vs_baseline:
         assert c.p_adjusted is not None and c.p_value is not None and c.p_adjusted >= c.p_value
         assert c.significant == (c.p_adjusted < 0.05)
+
+
+# Clopper-Pearson 95 % intervals, from scipy.stats.beta.ppf (and the binomial tables): k of n.
+@pytest.mark.parametrize(("k", "n", "low", "high"), [
+    (8, 10, 0.4439045376923585, 0.9747892736731666),
+    (0, 10, 0.0, 0.3084971078187380),  # the rule of three's exact form: 1 − 0.025^(1/10)
+    (10, 10, 0.6915028921812620, 1.0),
+    (450, 500, 0.8702909143377969, 0.9248641849335745),
+    (1, 2, 0.0125791, 0.9874209),
+])
+def test_clopper_pearson_matches_known_values(k: int, n: int, low: float, high: float) -> None:
+    lo, hi = clopper_pearson(k, n)
+    assert lo == pytest.approx(low, abs=1e-7) and hi == pytest.approx(high, abs=1e-7)
+    assert accuracy_interval(k / n, n) == (lo, hi)
+
+
+def test_clopper_pearson_narrows_with_samples_and_refuses_nonsense() -> None:
+    widths = [hi - lo for lo, hi in (clopper_pearson(n * 9 // 10, n) for n in (100, 400, 1600))]
+    assert widths[0] > widths[1] > widths[2]
+    assert clopper_pearson(5, 10, confidence=0.99)[0] < clopper_pearson(5, 10)[0]
+    with pytest.raises(ValueError, match="successes"):
+        clopper_pearson(11, 10)
+    assert accuracy_interval(0.5, 0) is None
+
+
+def test_mcnemar_drop_p_is_the_binomial_tail_of_the_discordant_pairs() -> None:
+    assert mcnemar_drop_p(0, 0) == 1.0 and mcnemar_drop_p(0, 7) == 1.0
+    assert mcnemar_drop_p(15, 0) == pytest.approx(0.5 ** 15)
+    assert mcnemar_drop_p(3, 3) == pytest.approx(0.65625)  # P(X ≥ 3), X ~ Bin(6, ½) = 42/64
+    assert mcnemar_drop_p(20, 5) == pytest.approx(0.0020386, abs=1e-7)  # scipy binomtest(20, 25, greater)
+
+
+def test_with_intervals_fills_every_accuracy_of_a_run() -> None:
+    run = RunReport(regularizer="m", kind="checkpoint", seed=0, clean_accuracy=0.9, samples=500,
+                    robust=[AttackAccuracy(attack="pgd", norm="linf", eps=0.1, accuracy=0.5)],
+                    worst_case=[WorstCase(norm="linf", eps=0.1, accuracy=0.5)])
+    filled = with_intervals(run)
+    assert filled.clean_interval == clopper_pearson(450, 500)
+    assert filled.robust[0].interval == filled.worst_case[0].interval == clopper_pearson(250, 500)
+    again = RunReport.model_validate_json(filled.model_dump_json())  # JSON keeps them; older reports lack them
+    assert again.clean_interval == filled.clean_interval and run.clean_interval is None
