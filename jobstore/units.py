@@ -33,7 +33,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SEQUENCE_STEP = 1e-4  # units sort after their job in the tenant's line, in plan order
+# A unit's place in its tenant's line: job sequence + ROUND × (its index in the plan + 1). Jobs not
+# yet planned (score = their sequence) come first, then the tenant's jobs take turns: the first
+# unit of every job before the second unit of any, and so on, so a small job submitted while a big
+# compare of the same tenant runs (the demo of `robustlab up`) starts at once instead of waiting
+# for the compare's 72 units. ROUND exceeds any gap between the sequences of jobs alive together.
+ROUND = 1e9
 
 
 def plan(store: JobStore, record: JobRecord, token: str, works: list[UnitWork]) -> list[str] | None:
@@ -58,7 +63,7 @@ def plan(store: JobStore, record: JobRecord, token: str, works: list[UnitWork]) 
                              updated_at=record.created_at, parent=record.id, work=work, blocked=bool(work.after),
                              progress=Progress(stage="queued", message=work.name))
             fields = store._fields(unit) | {"execution": "", "created_at": created, "updated_at": created,
-                                            "sequence": repr(record.sequence + SEQUENCE_STEP * (index + 1))}
+                                            "sequence": repr(float(record.sequence + ROUND * (index + 1)))}
             pipe.hset(k.job(unit.id), mapping=fields)
             pipe.sadd(k.unit_status_set(JobStatus.QUEUED), unit.id)
             if not work.after:

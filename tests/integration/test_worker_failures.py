@@ -101,7 +101,7 @@ def test_cancel_a_queued_job(service: Service) -> None:
     job_id = service.submit(tiny_spec())
     assert service.store.request_cancel(job_id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
     worker = service.start_worker("a", "--burst")  # takes the RQ job, finds it cancelled, exits
-    assert worker.wait(timeout=60) == 0, service.log("a")
+    assert worker.wait(timeout=180) == 0, service.log("a")  # generous: a loaded machine starts it slowly
     record = service.get(job_id)
     assert record.status is JobStatus.CANCELLED and record.attempts == 0 and record.started_at is None
     assert not [e for e in service.journal.events(job_id) if e["event"] == "started"]

@@ -85,3 +85,10 @@ def test_shard_size_must_be_whole_blocks() -> None:
     with pytest.raises(ValueError, match="multiple of 100"):
         EvaluationSpec.model_validate({"shard_size": 250})
     assert "shard_size" not in EvaluationSpec.model_validate({}).model_dump()  # out of the spec hash at its default
+
+
+def test_the_specs_shard_block_is_the_suites_decision_block() -> None:
+    from core.specs.evaluation import SHARD_BLOCK
+    from models.attacks import DECISION_BLOCK
+
+    assert SHARD_BLOCK == DECISION_BLOCK  # core cannot import models: the two constants must agree
