@@ -216,3 +216,16 @@ def test_a_sobolev_teacher_path_is_refused_and_an_uploaded_id_must_be_ours(stack
     spec["regularizers"][0]["teacher"] = "0b8e1b0c-3f0e-4c55-9a55-6f2d1d2b7e42"  # nobody's upload
     response = api.client("bob").post("/v1/jobs", json={"kind": "compare", "spec": spec})
     assert response.status_code == 404 and response.json()["error"]["type"] == "not_found"
+
+
+def test_an_evaluate_job_runs_on_a_constant_weights_onnx(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 21: a graph whose weights are Constant nodes (no parameters) passed the upload check and
+    every evaluate job on it failed with StopIteration; it is measured at upload and evaluates now."""
+    from tests.cost_fixtures import SECTION_VECTOR, constant_weights
+
+    api, _ = stack
+    with _client(api) as client:
+        uploaded = client.upload_model(constant_weights(tmp_path / "constants.onnx"), SECTION_VECTOR)
+        assert uploaded["parameters"] == 650 and uploaded["flops_source"] == "graph"
+        report = _evaluate(client, spec_dict(SECTION_VECTOR, max_samples=40), uploaded["id"])
+    assert report.kind == "evaluate" and len(report.runs) == 1 and report.checks
