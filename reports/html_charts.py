@@ -63,6 +63,10 @@ def figures(report: Report) -> dict[str, str]:
     when any run was trained, cost.svg; report.html embeds the same SVGs (and small multiples of the
     curves when there are many regularizers).
     """
+    if report.kind == "evaluate" and report.runs:  # one model: its curve with 95 % interval bands
+        from reports.evaluation_page import curve_figures
+
+        return curve_figures(report.runs[0])
     out: dict[str, str] = {}
     for norm in dict.fromkeys(n for n, _ in worst_columns(report.summary)):
         label = NORM_LABELS.get(norm, norm)

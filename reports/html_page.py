@@ -416,6 +416,10 @@ def _provenance(report: Report) -> str:
 
 def render_html(report: Report) -> str:
     """The whole page; sections in reading order, from the verdict down to the provenance."""
+    if report.kind == "evaluate":  # one model: a page of its own (reports.evaluation_page)
+        from reports.evaluation_page import render_evaluation_html
+
+        return render_evaluation_html(report)
     charts = figures(report)
     parts = [_header(report), _banner(report), _headline(report), _comparison(report), curves_section(report, charts),
              _paired(report), sensitivity_section(charts), cost_section(report, charts), _checks(report), _runs(report),

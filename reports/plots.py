@@ -34,6 +34,8 @@ class Series:
     name: str
     points: list[tuple[float, float, float]]
     color: str
+    # (x, low, high): an asymmetric band (e.g. a binomial 95 % interval) drawn instead of mean ± std
+    bands: list[tuple[float, float, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,15 +137,17 @@ def line_chart(series: list[Series], *, title: str, x_label: str, y_label: str, 
                f"{escape(y_label)}</text>")
     for s in series:
         pts = sorted(s.points)
-        upper = [f"{sx(x):.1f},{sy(m + sd):.1f}" for x, m, sd in pts]
-        lower = [f"{sx(x):.1f},{sy(m - sd):.1f}" for x, m, sd in reversed(pts)]
+        edges = sorted(s.bands) if s.bands else [(x, m - sd, m + sd) for x, m, sd in pts]
+        upper = [f"{sx(x):.1f},{sy(hi):.1f}" for x, _, hi in edges]
+        lower = [f"{sx(x):.1f},{sy(lo):.1f}" for x, lo, _ in reversed(edges)]
+        spans = {x: f"95 % interval {y_format(round(lo, 3))}–{y_format(round(hi, 3))}" for x, lo, hi in s.bands or []}
         line = " ".join(f"{sx(x):.1f},{sy(m):.1f}" for x, m, _ in pts)
         out.append(f'<g class="series" data-name="{escape(s.name)}">'
                    f'<polygon class="band" points="{" ".join(upper + lower)}" fill="{s.color}" fill-opacity="0.15"/>'
                    f'<polyline points="{line}" fill="none" stroke="{s.color}" stroke-width="2.5"/>')
         out.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(m):.1f}" r="3.5" fill="{s.color}"><title>'
                    f"{escape(s.name)}: {escape(x_label)} {fmt_tick(x)} → {escape(y_format(m))} "
-                   f"± {escape(y_format(sd))}</title></circle>" for x, m, sd in pts)
+                   f"{escape(spans.get(x) or '± ' + y_format(sd))}</title></circle>" for x, m, sd in pts)
         out.append("</g>")
     return "".join([*out, *legend, "</svg>"])
 

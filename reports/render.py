@@ -205,6 +205,10 @@ def _paired_rows(report: Report) -> tuple[list[list[str]], set[str], bool]:
 
 def render_markdown(report: Report) -> str:
     """The report as Markdown: comparison, paired tests against the baseline, checks, runs."""
+    if report.kind == "evaluate":  # one model: a report of its own (reports.evaluation)
+        from reports.evaluation import render_evaluation_markdown
+
+        return render_evaluation_markdown(report)
     columns = worst_columns(report.summary)
     out = [
         f"# Robustness report: {_md(spec_name(report))}",
