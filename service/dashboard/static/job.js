@@ -54,8 +54,9 @@ function artifactList(id, items) {
 }
 
 // The report page has no script and escapes every user string; the sandbox (no allow-scripts)
-// makes sure of it. allow-same-origin only lets this page read the frame's height to fit it.
-function reportFrame(html) {
+// makes sure of it. allow-same-origin lets this page read the frame's height to fit it, and turn the
+// page's links to the job's own files (`<a data-artifact="outcomes.csv">`) into downloads with the key.
+function reportFrame(html, items = []) {
   const frame = h("iframe", { id: "report-frame", title: "Report", sandbox: "allow-same-origin", srcdoc: html });
   const fit = () => {
     const doc = frame.contentDocument;
@@ -64,6 +65,17 @@ function reportFrame(html) {
   frame.addEventListener("load", () => {
     fit();
     new ResizeObserver(fit).observe(frame.contentDocument.documentElement);
+    for (const link of frame.contentDocument.querySelectorAll("a[data-artifact]")) {
+      const item = items.find((i) => i.name === link.dataset.artifact);
+      if (!item) {
+        link.replaceWith(frame.contentDocument.createTextNode(`${link.dataset.artifact} (not stored)`));
+        continue;
+      }
+      link.addEventListener("click", (event) => {
+        event.preventDefault();
+        download(item.url, item.name.split("/").pop()).catch((err) => window.alert(`Download failed: ${err.message}`));
+      });
+    }
   });
   return h("section", { class: "card report" }, h("h2", {}, "Report"), frame);
 }
@@ -102,7 +114,7 @@ export function renderJob(main, id) {
         request(`/v1/jobs/${encodeURIComponent(id)}/report.html`, { json: false }).then((r) => r.text()),
         getJson(`/v1/jobs/${encodeURIComponent(id)}/artifacts`),
       ]);
-      results.replaceChildren(reportFrame(report), artifactList(id, artifacts.items));
+      results.replaceChildren(reportFrame(report, artifacts.items), artifactList(id, artifacts.items));
     } catch (err) {
       results.replaceChildren(alert(`Could not load the report: ${err.message}`));
     }
