@@ -16,6 +16,7 @@ from core.specs import ExperimentSpec
 from models.evaluation.compare import compare, evaluate_checkpoint
 from models.training.loop import ProgressCallback, ProgressEvent
 from reports.files import write_report
+from robustlab.evaluation_summary import evaluation_table
 from robustlab.threads import apply_threads
 
 CONVENTIONS_CHECK = "input_conventions"  # models/sources/probe.py: why a user model is near chance
@@ -85,6 +86,8 @@ def _finish(report: Report, out: Path, console: Console) -> None:
 def summary_table(report: Report) -> Table:
     """Clean and worst-case accuracy (mean ± std over seeds) per regularizer; an evaluated model is shown
     even when its clean accuracy is near chance (a summary leaves such runs out of comparisons)."""
+    if report.kind == "evaluate" and len(report.runs) == 1:  # one model: its own summary, intervals included
+        return evaluation_table(report)
     if report.kind == "evaluate" and not report.summary and report.runs:
         return _runs_table(report)
     table = Table(title=f"{report.spec.get('name', '')}: accuracy, mean ± std over seeds")
