@@ -4,8 +4,10 @@
     min_robust_accuracy:
       - {attack: pgd, norm: linf, eps: 0.1, min: 0.5}
     baseline: reports/main.json     # an earlier report.json, or the id of a finished job
-    max_regression: 0.02            # absolute drop allowed against the baseline
+    max_regression: 0.02            # the smallest drop against the baseline that matters
+    significance: 0.05              # a drop fails only when the paired (McNemar) test finds it at this level
     require_checks_pass: true       # a failed validity check fails the gate
+    decide: interval                # a threshold passes when the 95 % interval clears it (point: the estimate)
 
 Read like a spec: YAML (or JSON) with duplicate keys refused, frozen models with unknown fields
 refused, and every problem reported with its field path (`min_robust_accuracy[0].eps: ...`).
@@ -59,6 +61,8 @@ class GatePolicy(_Model):
     baseline: str | None = Field(None, min_length=1, description="an earlier report.json, or a job id")
     max_regression: float | None = Field(None, ge=0.0, le=1.0)
     require_checks_pass: bool = True
+    decide: Literal["interval", "point"] = "interval"
+    significance: float = Field(0.05, gt=0.0, lt=0.5, description="level of the paired regression test")
 
     @model_validator(mode="after")
     def _consistent(self) -> GatePolicy:

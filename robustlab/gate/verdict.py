@@ -1,5 +1,10 @@
 """The CI gate's verdict: a report (and a baseline report) judged against a policy. Pure: no I/O.
 
+A threshold is judged on the accuracy's 95 % interval over the samples (`decide: interval`): it
+passes when the low end clears it, fails when the high end is under it, and is undecided otherwise
+(more samples would decide it; with none left, undecided exits 1 like a failure). `decide: point`
+compares the estimate alone. A regression against a baseline is a paired test (regression.py).
+
 Every criterion is judged, even after one has failed, so that a CI run shows everything that is
 wrong at once. A criterion that cannot be judged (the report lacks a metric the policy names) is an
 error rather than a failure: the policy and the spec disagree, and exit code 2 says "fix the set-up"
@@ -12,9 +17,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from core.reports import RegularizerSummary, Report
-from reports.statistics import summarize
+from core.reports import RegularizerSummary, Report, RunReport
+from reports.statistics import accuracy_interval, summarize
 from robustlab.gate.policy import GatePolicy, RobustRequirement, same_eps
+from robustlab.gate.regression import outcome_bits, paired, paired_reason, unpaired
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 CONVENTIONS_CHECK = "input_conventions"  # models/sources/probe.py: a user model near chance, and why
@@ -26,8 +32,10 @@ class Criterion(BaseModel):
     name: str
     required: float | str | None  # a float is a lower bound on an accuracy
     actual: float | str | None
-    status: Literal["pass", "fail", "error"]
+    status: Literal["pass", "fail", "undecided", "error"]
     detail: str = ""
+    interval: tuple[float, float] | None = None  # the 95 % interval of `actual` over the samples
+    p_value: float | None = None  # a regression: the exact McNemar p of the drop (one-sided)
 
     @property
     def passed(self) -> bool:
@@ -49,7 +57,12 @@ class Verdict(BaseModel):
     def exit_code(self) -> int:
         if self.all_errors:
             return EXIT_ERROR
-        return EXIT_FAIL if any(c.status == "fail" for c in self.criteria) else EXIT_PASS
+        return EXIT_FAIL if any(c.status in ("fail", "undecided") for c in self.criteria) else EXIT_PASS
+
+    @property
+    def decided(self) -> bool:
+        """Every criterion passed or failed: more samples would change nothing."""
+        return not any(c.status == "undecided" for c in self.criteria)
 
     @property
     def passed(self) -> bool:
@@ -115,9 +128,46 @@ def diagnosis(report: Report) -> str:
     return ""
 
 
-def _at_least(name: str, value: float, minimum: float, detail: str = "") -> Criterion:
-    status: Literal["pass", "fail"] = "pass" if value >= minimum - 1e-12 else "fail"
-    return Criterion(name=name, required=minimum, actual=value, status=status, detail=detail)
+def _run_of(report: Report, entry: RegularizerSummary) -> RunReport | None:
+    """The one run behind a summary entry (None for several seeds: those are judged on the mean)."""
+    runs = [r for r in report.runs if r.regularizer == entry.regularizer]
+    return runs[0] if len(runs) == 1 else None
+
+
+def measured(run: RunReport | None, want: RobustRequirement | None) -> tuple[float, tuple[float, float] | None] | None:
+    """A run's accuracy (clean for want None, else the one the requirement names: the lowest of several
+    attacks of the kind) and its 95 % interval, computed from the samples for older reports."""
+    if run is None:
+        return None
+    if want is None:
+        found = [(run.clean_accuracy, run.clean_interval)]
+    elif want.attack == "worst_case":
+        found = [(w.accuracy, w.interval) for w in run.worst_case if w.norm == want.norm and same_eps(w.eps, want.eps)]
+    else:
+        found = [(r.accuracy, r.interval) for r in run.robust
+                 if r.attack == want.attack and r.norm == want.norm and same_eps(r.eps, want.eps)]
+    if not found:
+        return None
+    value, interval = min(found, key=lambda f: f[0])
+    return value, interval or accuracy_interval(value, run.samples)
+
+
+def _at_least(name: str, value: float, minimum: float, detail: str = "",
+              interval: tuple[float, float] | None = None) -> Criterion:
+    """A lower bound: on the interval when there is one (pass above it, fail under it, undecided across),
+    else on the value itself."""
+    status: Literal["pass", "fail", "undecided"]
+    if interval is None:
+        status = "pass" if value >= minimum - 1e-12 else "fail"
+    elif interval[0] >= minimum - 1e-12:
+        status = "pass"
+    elif interval[1] < minimum - 1e-12:
+        status = "fail"
+    else:
+        status = "undecided"
+        more = f"the 95 % interval [{interval[0]:.4f}, {interval[1]:.4f}] contains the threshold {minimum:g}"
+        detail = f"{more}: more samples would decide it" + (f"; {detail}" if detail else "")
+    return Criterion(name=name, required=minimum, actual=value, status=status, detail=detail, interval=interval)
 
 
 def _checks(report: Report) -> Criterion:
@@ -134,40 +184,59 @@ def _checks(report: Report) -> Criterion:
                      status="fail" if failed else "pass", detail=detail)
 
 
-def _regressions(entry: RegularizerSummary, base: RegularizerSummary, policy: GatePolicy) -> list[Criterion]:
-    """Clean accuracy and every gated robust metric, each against the baseline's same metric."""
-    allowed = policy.max_regression or 0.0
-    pairs: list[tuple[str, float | None, float | None, str]] = [
-        ("regression clean_accuracy", entry.clean_accuracy.mean, base.clean_accuracy.mean, "")]
-    for want in policy.min_robust_accuracy:
-        now, before = robust_value(entry, want), robust_value(base, want)
-        pairs.append((f"regression {want.name.removeprefix('robust_accuracy ')}", now[0] if now else None,
-                      before[0] if before else None, f"the baseline evaluates: {evaluated(base)}"))
+def _regressions(report: Report, baseline: Report, entry: RegularizerSummary, base: RegularizerSummary,
+                 policy: GatePolicy, final: bool) -> list[Criterion]:
+    """Clean accuracy and every gated robust metric, each against the baseline's same metric: paired on
+    the samples both evaluated (McNemar) where both reports keep the outcomes, else as numbers."""
+    run, base_run = _run_of(report, entry), _run_of(baseline, base)
     criteria = []
-    for name, now_value, base_value, missing in pairs:
-        if now_value is None:
-            continue  # already an error of its min_robust_accuracy criterion
+    for want in [None, *policy.min_robust_accuracy]:
+        base_value: float | None
+        if want is None:
+            name = "regression clean_accuracy"
+            now_value, base_value = entry.clean_accuracy.mean, base.clean_accuracy.mean
+        else:
+            found, before = robust_value(entry, want), robust_value(base, want)
+            if found is None:
+                continue  # already an error of its min_robust_accuracy criterion
+            name, now_value = f"regression {want.name.removeprefix('robust_accuracy ')}", found[0]
+            base_value = before[0] if before else None
         if base_value is None:
             criteria.append(Criterion(name=name, required=None, actual=now_value, status="error",
-                                      detail=f"the baseline lacks this metric; {missing}"))
+                                      detail=f"the baseline lacks this metric; it evaluates: {evaluated(base)}"))
             continue
-        drop = base_value - now_value
-        detail = f"baseline {base_value:.4f}, drop {max(drop, 0.0):.4f}, allowed {allowed:g}"
-        criteria.append(_at_least(name, now_value, base_value - allowed, detail))
+        kept = want is None or want.attack == "worst_case"  # the metrics whose per-sample outcomes reports keep
+        metric = None if want is None else (want.norm, want.eps)
+        bits_now = outcome_bits(run, metric) if kept else None
+        bits_before = outcome_bits(base_run, metric) if kept else None
+        reason = ("`decide: point` in the policy" if policy.decide == "point"
+                  else paired_reason(report, baseline, bits_now, bits_before))
+        if not reason and bits_now is not None and bits_before is not None:
+            criteria.append(Criterion.model_validate(paired(name, bits_now, bits_before, policy, final=final)))
+            continue
+        now = measured(run, want) if policy.decide == "interval" else None
+        criteria.append(Criterion.model_validate(unpaired(name, now_value, now[1] if now else None, base_value,
+                                                          policy, reason, final=final)))
     return criteria
 
 
-def judge(report: Report, policy: GatePolicy, baseline: Report | None = None) -> Verdict:
-    """Every criterion of the policy applied to the report (and to the baseline, for regressions)."""
+def judge(report: Report, policy: GatePolicy, baseline: Report | None = None, *, final: bool = True) -> Verdict:
+    """Every criterion of the policy applied to the report (and to the baseline, for regressions).
+
+    final: no more samples will come (a regression with no significant drop then passes); before the
+    last round of an early-stopping gate, a criterion that more samples could still change is undecided.
+    """
     try:
         entry = _entry(report, "evaluated")
         base = None if baseline is None else _entry(baseline, "baseline", entry.regularizer)
     except ValueError as exc:
         return Verdict(criteria=[], errors=[str(exc)])
+    run = _run_of(report, entry) if policy.decide == "interval" else None
     criteria: list[Criterion] = []
     if policy.min_clean_accuracy is not None:
+        clean = measured(run, None)
         criteria.append(_at_least("clean_accuracy", entry.clean_accuracy.mean, policy.min_clean_accuracy,
-                                  diagnosis(report)))
+                                  diagnosis(report), clean[1] if clean else None))
     for want in policy.min_robust_accuracy:
         found = robust_value(entry, want)
         if found is None:
@@ -175,9 +244,11 @@ def judge(report: Report, policy: GatePolicy, baseline: Report | None = None) ->
                        f"{evaluated(entry)}; add that attack and radius to the spec's evaluation, or change the policy")
             criteria.append(Criterion(name=want.name, required=want.min, actual=None, status="error", detail=message))
         else:
-            criteria.append(_at_least(want.name, found[0], want.min, f"attack {found[1]}"))
+            interval = measured(run, want)
+            criteria.append(_at_least(want.name, found[0], want.min, f"attack {found[1]}",
+                                      interval[1] if interval else None))
     if policy.require_checks_pass:
         criteria.append(_checks(report))
-    if base is not None:
-        criteria += _regressions(entry, base, policy)
+    if base is not None and baseline is not None:
+        criteria += _regressions(report, baseline, entry, base, policy, final)
     return Verdict(criteria=criteria)
