@@ -83,9 +83,14 @@ def plan(store: JobStore, record: JobRecord, token: str, works: list[UnitWork]) 
 
 
 def units_of(store: JobStore, record: JobRecord) -> list[JobRecord]:
-    """The job's unit records that still exist, in plan order."""
-    found = (store.get(unit_id) for unit_id in record.units)
-    return [u for u in found if u is not None and u.parent == record.id]
+    """The job's unit records that still exist, in plan order (one round trip to Redis)."""
+    if not record.units:
+        return []
+    pipe = store.redis.pipeline(transaction=False)
+    for unit_id in record.units:
+        pipe.hgetall(store.keys.job(unit_id))
+    found = [store._record(raw) for raw in pipe.execute() if raw and "id" in raw]
+    return [u for u in found if u.parent == record.id]
 
 
 def advance(store: JobStore, parent_id: str) -> str:
