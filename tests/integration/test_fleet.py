@@ -90,16 +90,15 @@ def overlapping(units: list[Any]) -> bool:
 
 def test_a_compare_spreads_over_three_workers_and_reports_what_one_worker_and_a_local_run_report(
         service: Service, tmp_path: Path) -> None:
-    spec = fleet_spec()
+    spec = fleet_spec(seeds=(0,))
     three = service.submit(spec)
     for name in ("w1", "w2", "w3"):
         service.start_worker(name)
     spread = job_report(service, three)
     units = service.units(three)
     assert [u.work.name for u in units if u.work] == [
-        "train erm seed 0", "train doubleback seed 0", "train erm seed 1", "train doubleback seed 1",
-        "evaluate erm seed 0 [0, 200)", "evaluate doubleback seed 0 [0, 200)",
-        "evaluate erm seed 1 [0, 200)", "evaluate doubleback seed 1 [0, 200)"]
+        "train erm seed 0", "train doubleback seed 0",
+        "evaluate erm seed 0 [0, 200)", "evaluate doubleback seed 0 [0, 200)"]
     assert all(u.status is JobStatus.SUCCEEDED and u.attempts == 1 for u in units)
     assert len({u.worker for u in units}) >= 2, [u.worker for u in units]
     assert overlapping(units), [(u.worker, u.started_at, u.finished_at) for u in units]
@@ -153,6 +152,7 @@ def test_an_evaluate_job_runs_as_one_unit_per_shard_and_equals_a_local_evaluate(
     assert [m | {"run": None} for m in metrics(report)] == [m | {"run": None} for m in metrics(local)]
 
 
+@pytest.mark.slow  # in CI: test_worker_failures kills a training unit and checks the other units ran once
 def test_a_training_unit_killed_mid_run_resumes_and_no_finished_unit_runs_twice(service: Service) -> None:
     spec = fleet_spec(epochs=30, seeds=(0,), train_size=1200, hidden=256, batch_size=8, test_size=100)
     job = service.submit(spec)
@@ -186,6 +186,7 @@ def test_cancel_stops_every_unit_within_ten_seconds(service: Service) -> None:
     assert all(u.status is JobStatus.CANCELLED for u in service.units(job))
 
 
+@pytest.mark.slow  # in CI: the dispatch order itself (test_job_store, test_job_units)
 def test_another_tenants_one_unit_job_starts_while_a_big_compare_runs(service: Service, tmp_path: Path) -> None:
     big = fleet_spec(epochs=8, seeds=(0, 1, 2, 3), train_size=600, hidden=128, batch_size=16)
     job_a = service.submit(big)
