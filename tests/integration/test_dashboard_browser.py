@@ -39,7 +39,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
 DOC_SHOTS = {"signin-refused", "jobs", "job-report", "spec-error", "phone-jobs", "phone-report", "report-12-phone",
-             "report-12-laptop", "api-docs", "upload-onnx"}
+             "report-12-laptop", "api-docs", "upload-onnx", "evaluate-report-phone", "evaluate-report-laptop"}
 LAPTOP, PHONE = (1366, 900), (390, 844)
 
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
@@ -655,3 +655,41 @@ def test_a_real_job_shows_its_own_units_on_the_timeline(browser: Any, up: Up) ->
     expected = [[u["name"], u["status"], u["worker"], str(u["attempts"])] for u in job["units"] if u["started_at"]]
     assert sorted(drawn) == sorted(expected)
     assert all(u["status"] == "succeeded" for u in job["units"])
+
+
+# --- an evaluate job's report: one model, at phone and laptop width --------------------------------
+
+
+_CLIPPED = """
+for (const d of document.querySelectorAll('details')) d.open = true;
+return [...document.querySelectorAll('.table-scroll')].filter((s) => s.scrollWidth > s.clientWidth + 1)
+  .map((s) => `${s.querySelector('table').id}: ${s.scrollWidth} > ${s.clientWidth}`);
+"""
+
+
+def test_an_evaluate_report_fits_a_phone_and_a_laptop(browser: Any, shots: Path, tmp_path: Path) -> None:
+    """The report of one model (issue 22.5): its verdict on screen as the page opens, and no table, at
+    390 px or at 1280 px, wider than the page (every column readable without sideways scrolling)."""
+    from reports.render import render_html
+    from tests.report_fixtures import evaluate_fixture
+
+    page = tmp_path / "report.html"
+    page.write_text(render_html(evaluate_fixture()), encoding="utf-8")
+    try:
+        for size, name in (((1280, 900), "evaluate-report-laptop"), (PHONE, "evaluate-report-phone")):
+            _window(browser, size)
+            browser.get(page.as_uri())
+            verdict = _css(browser, "#evaluation-headline")
+            assert "90.0 %" in verdict.text and "95 % interval 87.0–92.5" in verdict.text
+            bottom = browser.execute_script("return arguments[0].getBoundingClientRect().bottom", verdict)
+            assert bottom <= size[1], f"the verdict ends at {bottom:.0f} px in a {size} window"
+            _shot(browser, shots, name)
+            assert _overflow(browser) <= 0, f"the evaluate report scrolls sideways at {size}"
+            assert browser.execute_script(_CLIPPED) == [], f"a table is wider than the page at {size}"
+            assert _overflow(browser) <= 0, f"the open details scroll sideways at {size}"
+            rows = browser.find_elements(By.CSS_SELECTOR, "#robust-accuracy td")
+            assert all(c.size["width"] > 0 for c in rows) and any("56.0–64.0" in c.text for c in rows)
+            assert browser.find_element(By.ID, "outcomes-download").is_displayed()
+            assert len(browser.find_elements(By.CSS_SELECTOR, "svg.robustness-curve")) == 2
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
