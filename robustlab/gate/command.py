@@ -3,10 +3,12 @@
 The model file (--model, alias --checkpoint) is a robustlab .safetensors checkpoint, a .pt/.pth
 state_dict of a registry architecture, or an .onnx graph (or timm/torchvision weights); the spec's
 `model` section describes it (docs/user-models.md).
-Exit codes: 0 the policy is met, 1 it is not, 2 the gate could not judge (bad policy or spec,
+Exit codes: 0 the policy is met, 1 it is not (whatever the model: one near chance misses its thresholds
+like any other, and the summary names the likely cause), 2 the gate could not judge (bad policy or spec,
 broken model file, unreachable server, wrong key, failed job, a metric the report lacks). Every
 error goes whole to stderr; the markdown summary goes to stdout (and is appended to
-$GITHUB_STEP_SUMMARY when that is set); --junit and --json write the same verdict for CI tools.
+$GITHUB_STEP_SUMMARY when that is set, and written to --summary FILE); --junit and --json write the
+same verdict for CI tools.
 
 Where it evaluates: --local runs `robustlab evaluate` in this process (torch is imported only
 then); --server URL (or ROBUSTLAB_URL) uploads the model file (with the spec's model section, and
@@ -16,7 +18,6 @@ a local npz dataset) and runs an evaluate job there.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -93,13 +94,32 @@ def _baseline(policy: GatePolicy, override: str | None, policy_file: Path,
                         f"first: {exc.errors()[0]['msg']})") from None
 
 
-def _evaluate_locally(spec: ExperimentSpec, checkpoint: Path, out: Path, threads: int | None) -> Report:
-    from robustlab.compare_command import run_evaluate  # torch from here on
+def _evaluate_locally(spec: ExperimentSpec, checkpoint: Path, out: Path | None, threads: int | None,
+                      policy: GatePolicy, base: Report | None, run: GateRun) -> Verdict:
+    """Attack in rounds until the policy is decided (robustlab.gate.early); the report to `out`."""
+    from reports.files import write_report
+    from robustlab.gate.early import evaluate_early  # torch from here on
+    from robustlab.threads import apply_threads
+
+    console = Console(stderr=True, soft_wrap=True)  # CI logs: one line per message, never wrapped
+    choice = apply_threads(threads)
+    console.print(f"torch threads: {choice.threads} ({choice.reason}; --threads N to change)", highlight=False)
+    started = time.monotonic()
+
+    def say(stage: str) -> None:
+        console.print(f"[{time.monotonic() - started:5.0f}s] {stage}", highlight=False, markup=False)
 
     try:
-        return run_evaluate(spec, checkpoint, out, None, Console(stderr=True), threads=threads)
+        result = evaluate_early(spec, checkpoint, policy, base, progress=say)
     except (ValueError, RuntimeError, OSError, KeyError) as exc:  # CheckpointError, ModelSourceError, DatasetError
         raise GateError(f"evaluating {checkpoint} failed: {error_text(exc)}") from None
+    run.samples_used, run.samples_available, run.rounds = result.samples_used, result.samples_available, result.rounds
+    run.report = result.report
+    if out is not None:
+        written = write_report(result.report, out)
+        console.print("wrote " + ", ".join(str(f) for f in written), highlight=False)
+        run.report_location = str((out / "report.html").resolve())
+    return result.verdict
 
 
 def _write(path: Path, text: str, *, append: bool = False) -> None:
@@ -111,12 +131,15 @@ def _write(path: Path, text: str, *, append: bool = False) -> None:
         raise GateError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _emit(verdict: Verdict, run: GateRun, junit: Path | None, json_out: Path | None) -> None:
+def _emit(verdict: Verdict, run: GateRun, junit: Path | None, json_out: Path | None,
+          summary_file: Path | None = None) -> None:
     summary = markdown(verdict, run)
     typer.echo(summary)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         _write(Path(step_summary), summary + "\n", append=True)
+    if summary_file is not None:
+        _write(summary_file, summary)
     if junit is not None:
         _write(junit, junit_xml(verdict, run))
     if json_out is not None:
@@ -140,12 +163,9 @@ def _judge(run: GateRun, policy_file: Path, checkpoint: Path, spec_file: Path, s
         report, run.job_id, run.report_location = evaluate_on_server(
             server, api_key, checkpoint, spec, out, timeout)
     else:
-        with tempfile.TemporaryDirectory(prefix="robustlab-gate-") as scratch:
-            report = _evaluate_locally(spec, checkpoint, out or Path(scratch), threads)
-        if out is None:
-            typer.echo("(those files were in a temporary directory, now removed: --out DIR keeps them)", err=True)
-        run.report_location = str((out / "report.html").resolve()) if out else None
+        return _evaluate_locally(spec, checkpoint, out, threads, policy, base, run)
     run.report = report
+    run.samples_used = run.samples_available = max((r.samples for r in report.runs), default=0) or None
     return judge(report, policy, base)
 
 
@@ -162,6 +182,9 @@ def gate(
     junit: Annotated[Path | None, typer.Option("--junit", metavar="FILE", help="Write JUnit XML here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Write the verdict as JSON.")]
     = None,
+    summary_file: Annotated[Path | None, typer.Option(
+        "--summary", metavar="FILE", help="Write the markdown summary here too (GitLab, Jenkins; on GitHub it is "
+        "appended to $GITHUB_STEP_SUMMARY anyway).")] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", help="API key (or env ROBUSTLAB_API_KEY).")] = None,
     out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Keep report.json/.html/.md here "
                                              "(a later run's baseline).")] = None,
@@ -188,7 +211,7 @@ def gate(
         verdict = Verdict(criteria=[], errors=[str(exc)])
     run.seconds = time.monotonic() - started
     try:
-        _emit(verdict, run, junit, json_out)
+        _emit(verdict, run, junit, json_out, summary_file)
     except GateError as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from None

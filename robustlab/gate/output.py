@@ -15,7 +15,7 @@ from core.reports import Report
 from robustlab.gate.verdict import Criterion, Verdict, diagnosis
 
 SUITE = "robustlab-gate"
-MARKS = {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error"}
+MARKS = {"pass": "✅ pass", "fail": "❌ fail", "undecided": "❔ undecided", "error": "⚠️ error"}
 CHECK_MARKS = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
 
 
@@ -32,6 +32,9 @@ class GateRun:
     baseline: str | None = None
     seconds: float = 0.0
     report: Report | None = None
+    samples_used: int | None = None  # how many test samples decided the verdict
+    samples_available: int | None = None  # how many the spec's evaluation would attack
+    rounds: list[int] = field(default_factory=list)  # --local: the sample counts judged, one round each
     notes: list[str] = field(default_factory=list)
 
 
@@ -43,12 +46,22 @@ def _number(value: float | str | None, bound: bool = False) -> str:
     return str(value)
 
 
+def _actual(c: Criterion) -> str:
+    """The measured value, with its 95 % interval when there is one."""
+    text = _number(c.actual)
+    return text + (f" [{c.interval[0]:.4f}, {c.interval[1]:.4f}]" if c.interval else "")
+
+
 def headline(verdict: Verdict) -> str:
     failed = [c for c in verdict.criteria if c.status == "fail"]
+    undecided = [c for c in verdict.criteria if c.status == "undecided"]
     if verdict.exit_code == 2:
         return "robustlab gate: ERROR (could not judge)"
-    if failed:
-        return f"robustlab gate: FAILED ({len(failed)} of {len(verdict.criteria)} criteria failed)"
+    if failed or undecided:
+        total = len(verdict.criteria)
+        parts = [f"{len(failed)} of {total} criteria failed"] if failed else []
+        parts += [f"{len(undecided)} of {total} undecided with every sample used"] if undecided else []
+        return f"robustlab gate: FAILED ({'; '.join(parts)})"
     return f"robustlab gate: passed ({len(verdict.criteria)} criteria)"
 
 
@@ -75,9 +88,9 @@ def markdown(verdict: Verdict, run: GateRun) -> str:
     icon = {0: "✅", 1: "❌", 2: "⚠️"}[verdict.exit_code]
     lines = [f"## {icon} {headline(verdict)}", "", _where(run), ""]
     if verdict.criteria:
-        lines += ["| criterion | required | actual | result |", "|---|---|---|---|"]
+        lines += ["| criterion | required | actual [95 % interval] | result |", "|---|---|---|---|"]
         for c in verdict.criteria:
-            lines.append(f"| {c.name} | {_number(c.required, bound=True)} | {_number(c.actual)} | {MARKS[c.status]} |")
+            lines.append(f"| {c.name} | {_number(c.required, bound=True)} | {_actual(c)} | {MARKS[c.status]} |")
         lines.append("")
         details = [c for c in verdict.criteria if c.detail and c.status != "pass"]
         for c in details:
@@ -91,6 +104,8 @@ def markdown(verdict: Verdict, run: GateRun) -> str:
         lines += [f"**Validity checks:** {checks}", ""]
     for error in verdict.errors:
         lines += [f"**Error:** {error}", ""]
+    if run.samples_used is not None:
+        lines.append(_samples(run))
     if run.baseline:
         lines.append(f"Baseline: `{run.baseline}`.")
     if run.report_location:
@@ -100,18 +115,24 @@ def markdown(verdict: Verdict, run: GateRun) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _samples(run: GateRun) -> str:
+    """How many samples decided it: `Decided on 200 of 500 test samples (rounds of 100, 200).`"""
+    rounds = f" (rounds of {', '.join(map(str, run.rounds))})" if len(run.rounds) > 1 else ""
+    return f"Decided on {run.samples_used} of {run.samples_available} test samples{rounds}."
+
+
 def _message(c: Criterion) -> str:
     if c.status == "error":
         return c.detail
     required = _number(c.required, bound=True)
-    return f"{c.name}: {_number(c.actual)}, required {required}" + (f" ({c.detail})" if c.detail else "")
+    return f"{c.name}: {_actual(c)}, required {required}" + (f" ({c.detail})" if c.detail else "")
 
 
 def junit_xml(verdict: Verdict, run: GateRun) -> str:
     """One testsuite `robustlab-gate`, one testcase per criterion; <failure> and <error> as JUnit has them."""
     cases: list[tuple[str, str, str]] = [(c.name, c.status, _message(c)) for c in verdict.criteria]
     cases += [("robustlab gate", "error", error) for error in verdict.errors]
-    failures = sum(status == "fail" for _, status, _ in cases)
+    failures = sum(status in ("fail", "undecided") for _, status, _ in cases)
     errors = sum(status == "error" for _, status, _ in cases)
     counts = {"tests": str(len(cases)), "failures": str(failures), "errors": str(errors), "skipped": "0",
               "time": f"{run.seconds:.3f}"}
@@ -119,13 +140,15 @@ def junit_xml(verdict: Verdict, run: GateRun) -> str:
     suite = ET.SubElement(root, "testsuite", {"name": SUITE, **counts})
     properties = ET.SubElement(suite, "properties")
     for name, value in (("mode", run.mode), ("checkpoint", run.checkpoint), ("server", run.server),
-                        ("job_id", run.job_id), ("report", run.report_location), ("baseline", run.baseline)):
-        if value:
-            ET.SubElement(properties, "property", {"name": name, "value": value})
+                        ("job_id", run.job_id), ("report", run.report_location), ("baseline", run.baseline),
+                        ("samples_used", run.samples_used), ("samples_available", run.samples_available)):
+        if value is not None and value != "":
+            ET.SubElement(properties, "property", {"name": name, "value": str(value)})
     for name, status, message in cases:
         case = ET.SubElement(suite, "testcase", {"classname": SUITE, "name": name, "time": "0"})
-        if status == "fail":
-            ET.SubElement(case, "failure", {"type": "threshold", "message": message}).text = message
+        if status in ("fail", "undecided"):
+            kind = "threshold" if status == "fail" else "undecided"
+            ET.SubElement(case, "failure", {"type": kind, "message": message}).text = message
         elif status == "error":
             ET.SubElement(case, "error", {"type": "gate_error", "message": message}).text = message
         else:
@@ -135,7 +158,9 @@ def junit_xml(verdict: Verdict, run: GateRun) -> str:
 
 
 def _report_summary(report: Report) -> list[dict[str, Any]]:
+    intervals = {r.regularizer: r for r in report.runs}  # one run per model in the report of one checkpoint
     return [{"model": s.regularizer, "clean_accuracy": s.clean_accuracy.mean,
+             "clean_interval": intervals[s.regularizer].clean_interval if s.regularizer in intervals else None,
              "robust_accuracy": [{"attack": r.attack, "label": r.label, "norm": r.norm, "eps": r.eps,
                                   "accuracy": r.mean} for r in s.robust_accuracy],
              "worst_case": [{"norm": w.norm, "eps": w.eps, "accuracy": w.mean} for w in s.worst_case],
@@ -158,6 +183,9 @@ def verdict_json(verdict: Verdict, run: GateRun) -> str:
         "checks": [c.model_dump() for c in report.checks] if report is not None else [],
         "report": _report_summary(report) if report is not None else None,
         "errors": verdict.all_errors,
+        "samples_used": run.samples_used,
+        "samples_available": run.samples_available,
+        "rounds": run.rounds,
         "seconds": round(run.seconds, 3),
     }
     return json.dumps(body, indent=2, ensure_ascii=False) + "\n"

@@ -169,7 +169,8 @@ def test_outputs_show_every_criterion_and_the_junit_counts_add_up() -> None:
     verdict = judge(report, gate)
     run = GateRun(mode="server", checkpoint="m.safetensors", server="http://ci:8000", job_id="j-1", report=report)
     text = markdown(verdict, run)
-    assert "| clean_accuracy | ≥ 0.9000 | 0.8500 | ❌ fail |" in text and "⚠️ error" in text and "`j-1`" in text
+    assert "| clean_accuracy | ≥ 0.9000 | 0.8500 [0.8428, 0.8569] | ❌ fail |" in text  # with its 95 % interval
+    assert "⚠️ error" in text and "`j-1`" in text
     suite = ET.fromstring(junit_xml(verdict, run)).find("testsuite")
     assert suite is not None and suite.get("name") == "robustlab-gate"
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("4", "1", "1")
