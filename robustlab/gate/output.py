@@ -116,9 +116,9 @@ def markdown(verdict: Verdict, run: GateRun) -> str:
 
 
 def _samples(run: GateRun) -> str:
-    """How many samples decided it: `Decided on 200 of 500 test samples (rounds of 100, 200).`"""
+    """How many samples decided it: `Judged on 200 of 500 test samples (rounds of 100, 200).`"""
     rounds = f" (rounds of {', '.join(map(str, run.rounds))})" if len(run.rounds) > 1 else ""
-    return f"Decided on {run.samples_used} of {run.samples_available} test samples{rounds}."
+    return f"Judged on {run.samples_used} of {run.samples_available} test samples{rounds}."
 
 
 def _message(c: Criterion) -> str:

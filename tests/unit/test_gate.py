@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -196,3 +197,91 @@ def test_max_regression_may_wait_for_the_baseline_of_the_command_line(tmp_path: 
     (tmp_path / "main.json").write_text(make_report().model_dump_json())
     report, source = _baseline(loaded, str(tmp_path / "main.json"), file, None, None)
     assert report is not None and source == str(tmp_path / "main.json")
+
+
+# ---------------------------------------------------------------- intervals, McNemar (issue 22)
+def outcome_report(clean: list[bool], worst: list[bool], name: str = "model") -> Report:
+    """A report of one model with its per-sample outcomes (clean, worst case L∞ 0.1) and intervals."""
+    from core.reports import RunReport, pack_bits
+    from reports.statistics import summarize, with_intervals
+
+    n = len(clean)
+    run = with_intervals(RunReport.model_validate({
+        "regularizer": name, "kind": "checkpoint", "seed": 0, "clean_accuracy": sum(clean) / n, "samples": n,
+        "robust": [{"attack": "pgd", "norm": "linf", "eps": 0.1, "accuracy": sum(worst) / n}],
+        "worst_case": [{"norm": "linf", "eps": 0.1, "accuracy": sum(worst) / n}],
+        "outcomes": {"samples": n, "clean": pack_bits(clean),
+                     "worst_case": [{"norm": "linf", "eps": 0.1, "correct": pack_bits(worst)}]}}))
+    return Report(kind="evaluate", spec={"name": "t", "dataset": {"name": "digits"}}, spec_hash="0" * 64,
+                  environment={}, runs=[run], summary=summarize([run], None), checks=[])
+
+
+def bits(correct: int, n: int = 500) -> list[bool]:
+    return [i < correct for i in range(n)]
+
+
+WORST = [{"attack": "worst_case", "norm": "linf", "eps": 0.1, "min": 0.5}]
+
+
+def test_a_threshold_passes_fails_or_is_undecided_on_its_interval() -> None:
+    gate = parse_policy({"min_robust_accuracy": WORST, "require_checks_pass": False})
+    far_above, far_below = outcome_report(bits(450), bits(350)), outcome_report(bits(450), bits(150))
+    assert statuses(judge(far_above, gate))["robust_accuracy worst_case linf eps=0.1"] == "pass"
+    assert statuses(judge(far_below, gate))["robust_accuracy worst_case linf eps=0.1"] == "fail"
+    near = judge(outcome_report(bits(450), bits(260)), gate)  # 0.52 on 500 samples: [0.475, 0.564]
+    criterion = near.criteria[0]
+    assert criterion.status == "undecided" and near.exit_code == EXIT_FAIL and not near.decided
+    assert criterion.interval is not None and criterion.interval[0] < 0.5 < criterion.interval[1]
+    assert "more samples would decide it" in criterion.detail
+    run = GateRun(mode="local", checkpoint="m.onnx", samples_used=500,
+                  samples_available=500)
+    text = markdown(near, run)
+    assert "❔ undecided" in text and "0.5200 [0.4752, 0.5646]" in text and "undecided with every sample" in text
+    assert "Judged on 500 of 500 test samples" in text
+    point = parse_policy({"min_robust_accuracy": WORST, "require_checks_pass": False, "decide": "point"})
+    assert judge(outcome_report(bits(450), bits(260)), point).exit_code == EXIT_PASS  # today's rule: 0.52 ≥ 0.5
+
+
+def test_the_same_model_against_itself_as_baseline_passes_every_time() -> None:
+    gate = parse_policy({"min_robust_accuracy": WORST, "max_regression": 0.0, "require_checks_pass": False})
+    report = outcome_report(bits(470), bits(300))
+    for _ in range(2):
+        verdict = judge(report, gate, outcome_report(bits(470), bits(300)))
+        assert verdict.exit_code == EXIT_PASS, verdict
+        regression = next(c for c in verdict.criteria if c.name == "regression worst_case linf eps=0.1")
+        assert regression.p_value == 1.0 and "paired on 500 samples: 0 got worse, 0 better" in regression.detail
+
+
+def test_noise_passes_and_a_3_point_drop_on_the_same_500_samples_fails_with_its_mcnemar_p() -> None:
+    gate = parse_policy({"min_robust_accuracy": WORST, "max_regression": 0.01, "require_checks_pass": False})
+    baseline = outcome_report(bits(470), bits(300))
+    # 5 samples lost and 3 others gained: a 0.4-point drop, within noise (the point rule would fail it at 0.0)
+    noisy = [(i < 300 and i not in range(295, 300)) or i in range(300, 303) for i in range(500)]
+    assert judge(outcome_report(bits(470), noisy), gate, baseline).exit_code == EXIT_PASS
+    worse = outcome_report(bits(470), bits(285))  # 15 samples of 500 broken that the baseline kept: −3 points
+    verdict = judge(worse, gate, baseline)
+    assert verdict.exit_code == EXIT_FAIL
+    regression = next(c for c in verdict.criteria if c.name == "regression worst_case linf eps=0.1")
+    assert regression.status == "fail" and regression.p_value == pytest.approx(0.5 ** 15)
+    assert "McNemar p = 3.05e-05" in regression.detail
+    run = GateRun(mode="local", checkpoint="m.onnx", report=worse, baseline="main.json", samples_used=500,
+                  samples_available=500)
+    assert "McNemar p = 3.05e-05" in markdown(verdict, run)
+    failure = {c.get("name"): c for c in ET.fromstring(junit_xml(verdict, run)).iter("testcase")}[
+        "regression worst_case linf eps=0.1"].find("failure")
+    assert failure is not None and "McNemar p = 3.05e-05" in (failure.get("message") or "")
+    body = json.loads(verdict_json(verdict, run))
+    assert body["samples_used"] == 500 and body["samples_available"] == 500
+    assert next(c for c in body["criteria"] if c["name"] == "regression worst_case linf eps=0.1")[
+        "p_value"] == pytest.approx(0.5 ** 15)
+
+
+def test_a_baseline_without_per_sample_outcomes_falls_back_to_the_point_rule_and_says_so() -> None:
+    gate = parse_policy({"min_robust_accuracy": WORST, "max_regression": 0.01, "require_checks_pass": False})
+    old = outcome_report(bits(470), bits(300))
+    old = old.model_copy(update={"runs": [old.runs[0].model_copy(update={"outcomes": None})]})
+    verdict = judge(outcome_report(bits(470), bits(296)), gate, old)  # 0.6 → 0.592: a drop of 0.008 ≤ 0.01
+    regression = next(c for c in verdict.criteria if c.name == "regression worst_case linf eps=0.1")
+    assert regression.status == "pass" and regression.p_value is None
+    assert "compared as numbers: the baseline has no per-sample outcomes" in regression.detail
+    assert judge(outcome_report(bits(470), bits(290)), gate, old).exit_code == EXIT_FAIL  # 0.02 > 0.01
