@@ -280,6 +280,13 @@ def evaluate(
 ) -> None:
     """Evaluate a model file (any format the spec's model section describes) with the spec's dataset and attacks."""
     spec = _load_or_exit(spec_file)
+    from robustlab.model_files import ModelFileError, check_model_file
+
+    try:
+        check_model_file(model_file)  # a wrong path is said before any dataset is loaded or uploaded
+    except ModelFileError as exc:
+        echo_error(exc)
+        raise typer.Exit(1) from None
     if server:
         _evaluate_on_server(spec, model_file, out, server, api_key, timeout)
         return

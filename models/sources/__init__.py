@@ -77,7 +77,7 @@ def load_any_model(path: Path, model_spec: Any, *, input_shape: tuple[int, ...],
         return load_user_model(path, model_spec, device, max_bytes=max_bytes)
     if _suffix(path) == ONNX_SUFFIX:
         raise ModelSourceError(f"{path.name} is an ONNX file: describe it with model: {{format: onnx, "
-                               "input_shape: [...], num_classes: N}}")
+                               "input_shape: [...], num_classes: N}")
     if path.suffix.lower() == SAFETENSORS_SUFFIX and _describes_itself(path):
         return load_model(path, device=str(device))
     # A state_dict of a registry architecture: the spec's model section and the data describe it.

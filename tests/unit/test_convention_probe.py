@@ -146,8 +146,10 @@ def test_evaluate_and_gate_name_input_range_and_the_gate_exits_1(
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump({"min_clean_accuracy": 0.8, "min_robust_accuracy": [
         {"attack": "fgsm", "norm": "linf", "eps": 0.1, "min": 0.3}]}))
+    summary = tmp_path / "summary.md"
     gated = CliRunner().invoke(app, ["gate", "--local", "--model", str(model), "--spec", str(spec_file),
-                                     "--policy", str(policy), "--threads", "1"], env=env)
+                                     "--policy", str(policy), "--threads", "1", "--summary", str(summary)], env=env)
     assert gated.exit_code == 1, gated.output  # a model that misses its thresholds, not "could not judge"
     assert "input_range: [0, 255]" in gated.stdout and "0 models" not in gated.output
     assert "| clean_accuracy |" in gated.stdout and "FAILED" in gated.stdout
+    assert summary.read_text().strip() == gated.stdout.strip()  # --summary FILE: the same markdown (GitLab keeps it)

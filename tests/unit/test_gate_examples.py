@@ -48,28 +48,51 @@ def test_the_workflow_uses_only_options_gate_has(name: str, gate_help: str) -> N
     commands = gate_commands(name)
     assert len(commands) == 1, commands
     options = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", commands[0]))
-    assert {"--policy", "--checkpoint", "--spec", "--server", "--junit"} <= options
+    assert {"--local", "--policy", "--model", "--spec", "--junit"} <= options  # the ONNX model, gated locally
     unknown = sorted(o for o in options if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", gate_help))
     assert not unknown, f"{name} uses options `robustlab gate --help` does not list: {unknown}"
     assert not re.search(r"(?<![\w-])--no-such-option(?![\w-])", gate_help)  # the check above can fail
 
 
-def test_the_github_workflow_uses_the_secrets_and_keeps_the_junit_file() -> None:
+def test_the_github_workflow_publishes_the_junit_file_and_the_summary() -> None:
     workflow = yaml.safe_load((CI / "github-actions.yml").read_text())
     job = workflow["jobs"]["gate"]
-    assert job["env"]["ROBUSTLAB_URL"] == "${{ secrets.ROBUSTLAB_URL }}"
-    assert job["env"]["ROBUSTLAB_API_KEY"] == "${{ secrets.ROBUSTLAB_API_KEY }}"
+    assert job["env"]["MODEL"] == "examples/ci/model.onnx" and "${{ secrets." not in (CI / "github-actions.yml").read_text()
     junit = re.search(r"--junit (\S+)", gate_commands("github-actions.yml")[0])
     assert junit is not None
     uploads = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact")]
     assert uploads and junit.group(1) in uploads[0]["with"]["path"] and uploads[0]["if"] == "always()"
+    published = [s for s in job["steps"] if str(s.get("uses", "")).startswith("mikepenz/action-junit-report")]
+    assert published and published[0]["with"]["report_paths"] == junit.group(1) and published[0]["if"] == "always()"
+    assert job["permissions"]["checks"] == "write"  # the action's check run
+    # The job summary: the gate appends its markdown to $GITHUB_STEP_SUMMARY (tests/unit/test_gate.py).
 
 
-def test_the_gitlab_job_reports_the_junit_file() -> None:
+def test_the_gitlab_job_reports_the_junit_file_and_keeps_the_summary() -> None:
     job = yaml.safe_load((CI / "gitlab-ci.yml").read_text())["robustness-gate"]
-    junit = re.search(r"--junit (\S+)", gate_commands("gitlab-ci.yml")[0])
+    command = gate_commands("gitlab-ci.yml")[0]
+    junit, summary = re.search(r"--junit (\S+)", command), re.search(r"--summary (\S+)", command)
     assert junit is not None and job["artifacts"]["reports"]["junit"] == junit.group(1)
+    assert summary is not None and summary.group(1) in job["artifacts"]["paths"] and job["artifacts"]["expose_as"]
     assert job["artifacts"]["when"] == "always"
+
+
+def test_the_example_model_is_the_one_make_model_writes_and_meets_the_policy() -> None:
+    """model.onnx is committed with the script that made it, and is good enough for the policy's clean floor."""
+    import onnx
+    import torch
+
+    from models.datasets import load_dataset
+    from models.sources import load_any_model
+
+    assert (CI / "make_model.py").is_file() and "model.onnx" in (CI / "make_model.py").read_text()
+    onnx.checker.check_model(onnx.load(str(CI / "model.onnx")))
+    spec, policy = load_spec(CI / "spec.yaml"), load_policy(CI / "policy.yaml")
+    data = load_dataset(spec.dataset)
+    model = load_any_model(CI / "model.onnx", spec.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
+    with torch.no_grad():
+        clean = float((model(data.x_test).argmax(1) == data.y_test).float().mean())
+    assert policy.min_clean_accuracy is not None and clean >= policy.min_clean_accuracy + 0.01, clean
 
 
 def test_the_example_policy_fits_the_example_spec() -> None:
@@ -77,6 +100,7 @@ def test_the_example_policy_fits_the_example_spec() -> None:
     assert policy.min_robust_accuracy and unevaluated(policy, spec) == []
     for name in WORKFLOWS:  # the workflows name these files
         assert "examples/ci/policy.yaml" in gate_commands(name)[0] and "examples/ci/spec.yaml" in gate_commands(name)[0]
+    assert spec.model.format == "onnx"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
