@@ -55,8 +55,8 @@ def the_run(report: Report) -> RunReport | None:
 def radii(run: RunReport) -> list[tuple[str, float]]:
     """Every (norm, ε) the model was attacked at: norms in first appearance, ε ascending."""
     by_norm: dict[str, set[float]] = {}
-    for item in [*run.robust, *run.worst_case]:
-        by_norm.setdefault(item.norm, set()).add(item.eps)
+    for norm, eps in [(a.norm, a.eps) for a in run.robust] + [(w.norm, w.eps) for w in run.worst_case]:
+        by_norm.setdefault(norm, set()).add(eps)
     return [(norm, eps) for norm, values in by_norm.items() for eps in sorted(values)]
 
 
@@ -75,8 +75,8 @@ def members_by_radius(run: RunReport) -> list[tuple[tuple[str, float], list[Suit
     groups: dict[tuple[str, float], list[SuiteMember]] = {}
     for m in run.suite_members:
         groups.setdefault((m.norm, m.eps), []).append(m)
-    return sorted(groups.items(), key=lambda g: (list(dict.fromkeys(m.norm for m in run.suite_members)).index(
-        g[0][0]), g[0][1]))
+    norms: list[str] = list(dict.fromkeys(m.norm for m in run.suite_members))
+    return sorted(groups.items(), key=lambda g: (norms.index(g[0][0]), g[0][1]))
 
 
 def run_checks(report: Report) -> list[Check]:
@@ -141,7 +141,7 @@ def outcome_rows(run: RunReport) -> list[tuple[str, float, int, int]]:
     if run.outcomes is None:
         return []
     clean = sum(run.outcomes.clean_correct())
-    rows = []
+    rows: list[tuple[str, float, int, int]] = []
     for row in run.outcomes.worst_case:
         correct = sum(run.outcomes.correct_at(row.norm, row.eps))
         rows.append((row.norm, row.eps, correct, clean - correct))
