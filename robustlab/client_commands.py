@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +36,7 @@ from robustlab.up_command import DEFAULT_PORT, KEYS_FILE, default_data_dir, read
 from service.client import ClientError, RobustlabClient
 
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+FULL_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 REPORT_FILES = ("report.json", "report.html", "report.md", "results.csv")
 
 ServerOption = Annotated[
@@ -87,7 +89,8 @@ def submit(
     = JobKind.COMPARE,
     checkpoint: Annotated[str | None, typer.Option(
         "--checkpoint", "--model-id",
-        help="evaluate: the id `robustlab upload model` printed (the spec's model section describes it).")] = None,
+        help="evaluate: the id `robustlab upload model` printed, or its first 8 characters (the spec's model "
+             "section describes it).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress until the job finishes.")] = False,
     timeout: Annotated[float | None, typer.Option("--timeout", help="With --wait: give up after this many s.")]
     = None,
@@ -102,6 +105,8 @@ def submit(
         raise typer.Exit(1) from None
     with _connect(server, api_key) as client:
         try:
+            if checkpoint is not None and not FULL_ID.match(checkpoint):
+                checkpoint = str(client.model(checkpoint)["id"])  # a short id: the server expands it (409 if ambiguous)
             job = client.submit(spec.model_dump(mode="json"), kind=kind.value, checkpoint=checkpoint)
             if not wait:
                 typer.echo(job["id"])
