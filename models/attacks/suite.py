@@ -34,6 +34,7 @@ from torch import Tensor
 from core.specs.evaluation import APGDAttack, SuiteSpec
 from models.attacks.apgd import APGD_START, ApgdOutcome, apgd_run
 from models.attacks.context import CountingModel, SweepContext
+from models.attacks.min_norm import min_norm_at
 from models.attacks.square import square_at
 
 # Streams of random starts: each member draws its own, independent of the others.
@@ -255,8 +256,16 @@ def run_apgd(ctx: SweepContext, spec: APGDAttack) -> dict[str, int]:
     return stats
 
 
-def members_for(num_classes: int) -> tuple[Member, ...]:
-    """The standard members for this many classes: DLR needs ≥ 4 (targeted) or ≥ 3 classes."""
+# L2 only: targeted FMN (models/attacks/min_norm.py) on the survivors before Square, one run for all radii:
+# APGD misses points near a smooth robust boundary that AutoAttack's FAB-T finds (issue 23)
+MIN_NORM = Member("fmn-t", "min_norm", steps=100, targets=9)
+
+
+def members_for(num_classes: int, norm: str = "linf") -> tuple[Member, ...]:
+    """The standard members for this many classes: DLR needs ≥ 4 (targeted) or ≥ 3 classes; L2 adds MIN_NORM."""
+    if norm == "l2":
+        *white, square = members_for(num_classes)
+        return (*white, MIN_NORM, square)
     if num_classes >= 4:
         return STANDARD
     ce, _, square = STANDARD
@@ -309,6 +318,8 @@ def escalating(ctx: SweepContext, i: int, survivors: Tensor) -> Tensor | None:
 
 
 def _member_attack(ctx: SweepContext, i: int, member: Member) -> Callable[[], int | None]:
+    if member.kind == "min_norm":
+        return lambda: min_norm_at(ctx, i, steps=member.steps, targets=member.targets)
     if member.kind == "square":
         return lambda: square_at(ctx, i, member.queries, stream=_STREAM_SQUARE)
     if member.screen_steps:
@@ -323,7 +334,7 @@ def run_suite(ctx: SweepContext, spec: SuiteSpec) -> dict[str, int]:
     """The standard suite at each radius, ascending: every member on the survivors of the earlier ones;
     Square escalates on the survivors of the DECISION_BLOCKs where it beat the white-box members."""
     stats = ctx.clean_pass()
-    members = members_for(ctx.num_classes)
+    members = members_for(ctx.num_classes, ctx.norm)
     for i in range(len(ctx.eps)):
         for member in members:
             survivors = ctx.advance(i)
