@@ -47,9 +47,9 @@ def _number(value: float | str | None, bound: bool = False) -> str:
 
 
 def _actual(c: Criterion) -> str:
-    """The measured value, with its 95 % interval when there is one."""
-    text = _number(c.actual)
-    return text + (f" [{c.interval[0]:.4f}, {c.interval[1]:.4f}]" if c.interval else "")
+    """The measured value, with its 95 % interval (or the paired test's p) when there is one."""
+    text = _number(c.actual) + (f" [{c.interval[0]:.4f}, {c.interval[1]:.4f}]" if c.interval else "")
+    return text + (f", McNemar p = {c.p_value:.3g}" if c.p_value is not None else "")
 
 
 def headline(verdict: Verdict) -> str:

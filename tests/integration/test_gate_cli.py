@@ -225,3 +225,66 @@ def test_gate_on_an_onnx_model_against_a_real_server_exits_0_1_2(redis_url: str,
     assert failed.exit_code == 1, failed.output
     assert broken.exit_code == 2, broken.output
     assert "not a readable ONNX file" in one_line_error(broken)
+
+
+# ---------------------------------------------------------------- it stops when it knows (issue 22)
+@pytest.fixture(scope="module")
+def trained500(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny MLP evaluated on 500 test samples: spec.yaml, checkpoint, its compare report."""
+    root = tmp_path_factory.mktemp("gate500")
+    spec = root / "spec.yaml"
+    raw = tiny_spec(name="gate-500")
+    raw["dataset"]["test_size"] = 500
+    spec.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["compare", str(spec), "--out", str(root / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return {"spec": spec, "checkpoint": root / "out" / "checkpoints" / "erm-seed0.safetensors",
+            "report": root / "out" / "report.json"}
+
+
+def test_a_policy_far_below_the_model_passes_on_fewer_than_half_of_the_samples(
+        trained500: dict[str, Path], tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.yaml", {
+        "min_clean_accuracy": 0.3, "require_checks_pass": False,
+        "min_robust_accuracy": [{"attack": "worst_case", "norm": "linf", "eps": 0.1, "min": 0.01}]})
+    result = gate(trained500, policy, "--local", "--json", str(tmp_path / "v.json"), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    verdict = json.loads((tmp_path / "v.json").read_text())
+    assert verdict["samples_available"] == 500 and verdict["samples_used"] < verdict["samples_available"] / 2
+    assert f"Judged on {verdict['samples_used']} of 500 test samples" in result.stdout
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    run = report["runs"][0]
+    assert run["samples"] == verdict["samples_used"] and run["clean_interval"][0] < run["clean_accuracy"]
+    assert all(len(r["interval"]) == 2 for r in run["robust"] + run["worst_case"])
+
+
+def test_the_same_model_gated_twice_against_its_own_baseline_passes_and_a_3_point_drop_fails(
+        trained500: dict[str, Path], tmp_path: Path) -> None:
+    from core.reports import Report, pack_bits
+
+    gated = {"min_clean_accuracy": 0.3, "require_checks_pass": False, "max_regression": 0.01,
+             "min_robust_accuracy": [{"attack": "worst_case", "norm": "linf", "eps": 0.1, "min": 0.01}]}
+    own = write_policy(tmp_path / "own.yaml", {**gated, "baseline": str(trained500["report"])})
+    for _ in range(2):
+        result = gate(trained500, own, "--local")
+        assert result.exit_code == 0, result.output
+        assert ", McNemar p = 1 |" in result.stdout
+    # The baseline kept 15 of the 500 samples (spread over the test set) that this model loses: 3 points.
+    base = Report.model_validate_json(trained500["report"].read_text())
+    outcomes = base.runs[0].outcomes
+    assert outcomes is not None and outcomes.samples == 500
+    worst = outcomes.correct_at("linf", 0.1)
+    lost = [i for i, ok in enumerate(worst) if not ok]
+    assert len(lost) >= 15
+    for i in lost[:: max(1, len(lost) // 15)][:15]:
+        worst[i] = True
+    rows = [row.model_copy(update={"correct": pack_bits(worst)}) if row.eps == 0.1 else row
+            for row in outcomes.worst_case]
+    better = base.model_copy(update={"runs": [base.runs[0].model_copy(update={
+        "outcomes": outcomes.model_copy(update={"worst_case": rows})})]})
+    (tmp_path / "main.json").write_text(better.model_dump_json())
+    worse = write_policy(tmp_path / "worse.yaml", {**gated, "baseline": "main.json"})
+    result = gate(trained500, worse, "--local", "--junit", str(tmp_path / "gate.xml"))
+    assert result.exit_code == 1, result.output
+    assert "regression worst_case linf eps=0.1" in result.stdout and "McNemar p = " in result.stdout
+    assert junit_cases(tmp_path / "gate.xml")["regression worst_case linf eps=0.1"] == "failure"
