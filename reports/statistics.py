@@ -14,8 +14,8 @@ Recipes §6.4), its quantiles from bisection; both are checked against table val
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from collections.abc import Iterable
+from fractions import Fraction
 from typing import Literal
 
 from core.reports import (

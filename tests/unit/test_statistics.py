@@ -19,8 +19,8 @@ from reports.statistics import (
     t_cdf,
     t_ppf,
     t_two_sided_p,
-    worst_case_metric,
     with_intervals,
+    worst_case_metric,
 )
 
 
