@@ -15,7 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.enums import Architecture, RegularizerKind
-from core.jobs import JobStatus
+from core.jobs import JobStatus, UnitKind, UnitWork
+from jobstore.units import plan
 from service.schemas import EXAMPLE_SPEC
 from tests.integration.api_server import REPO, ApiServer, running_api
 
@@ -77,6 +78,33 @@ def test_metrics_parse_and_count_jobs(api: ApiServer) -> None:
     assert samples[("robustlab_jobs_waiting_dispatch", ())] == 0
     assert samples[("robustlab_workers", ())] == 0
     assert samples[("robustlab_job_duration_seconds_count", ())] == 1
+
+
+def test_a_job_spread_over_units_shows_them_in_its_status_and_in_the_metrics(api: ApiServer) -> None:
+    """After the metrics test (which counts jobs waiting for dispatch): a job planned into units."""
+    client = api.client("carol")
+    job_id = client.post("/v1/jobs", json={"kind": "compare", "spec": EXAMPLE_SPEC}).json()["id"]
+    store = api.store()
+    token = store.start(job_id)
+    record = store.get(job_id)
+    assert token is not None and record is not None
+    works = [UnitWork(name="train erm seed 0", kind=UnitKind.TRAIN, run="erm"),
+             UnitWork(name="evaluate erm seed 0 [0, 100)", kind=UnitKind.EVALUATE, run="erm", start=0, stop=100,
+                      after=["train erm seed 0"])]
+    unit_ids = plan(store, record, token, works)
+    assert unit_ids is not None
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "running"
+    assert [(u["name"], u["kind"], u["status"], u["attempts"]) for u in job["units"]] == [
+        ("train erm seed 0", "train", "queued", 0), ("evaluate erm seed 0 [0, 100)", "evaluate", "queued", 0)]
+    assert job["progress"]["message"].startswith("0/2 units done, 0 running")
+    assert client.get(f"/v1/jobs/{unit_ids[0]}").status_code == 404  # a unit is part of its job
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(httpx.get(f"{api.url}/metrics").text)
+               for s in family.samples}
+    assert samples[("robustlab_units", (("status", "queued"), ("tenant", "carol")))] == 2
+    assert client.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    assert all(u["status"] == "cancelled" for u in client.get(f"/v1/jobs/{job_id}").json()["units"])
 
 
 def _ready(api: ApiServer) -> httpx.Response:
