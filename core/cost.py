@@ -65,18 +65,21 @@ class JobCost:
     attack_steps: int
     attack_steps_per_radius: int
     runs: int
+    uploaded_model_parameters: int = 0  # parameters and forward_flops again when the model is an upload
+    uploaded_model_forward_flops: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
-# (field of JobCost, Settings attribute, spec path shown to the user, what to change); one figure may
-# have several limits (a model's parameters: the job's limit and the uploaded-model limit)
+# (field of JobCost, Settings attribute, spec path shown to the user, what to change). The uploaded-model
+# limits apply to uploaded models only: a registry architecture's size is max_job_parameters' business.
 LIMITS: list[tuple[str, str, str, str]] = [
     ("runs", "max_job_runs", "spec.regularizers", "fewer regularizers or seeds"),
     ("parameters", "max_job_parameters", "spec.model.params", "a smaller model"),
-    ("parameters", "max_model_parameters", "spec.model", "a smaller model"),
-    ("forward_flops", "max_forward_flops", "spec.model", "a model with a cheaper forward pass or smaller inputs"),
+    ("uploaded_model_parameters", "max_model_parameters", "spec.model", "a smaller model"),
+    ("uploaded_model_forward_flops", "max_forward_flops", "spec.model",
+     "a model with a cheaper forward pass or smaller inputs"),
     ("activation_bytes", "max_job_activation_bytes", "spec.training.batch_size", "a smaller batch or model"),
     ("dataset_bytes", "max_job_dataset_bytes", "spec.dataset", "fewer samples or features"),
     ("train_samples", "max_job_train_samples", "spec.training.epochs", "fewer epochs, runs or samples"),
@@ -186,6 +189,8 @@ def estimate(spec: ExperimentSpec, *, dataset: UploadedData | None = None,
         attack_steps=runs * steps,
         attack_steps_per_radius=widest,
         runs=runs,
+        uploaded_model_parameters=parameters if model is not None else 0,
+        uploaded_model_forward_flops=flops if model is not None else 0,
     )
 
 
