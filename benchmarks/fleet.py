@@ -18,12 +18,15 @@ spec gives the same numbers on any fleet). Target on 2 cores: 2 workers ≤ 0.6 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +39,8 @@ from artifactstore import ArtifactStore  # noqa: E402
 from core.jobs import JobKind, JobRequest, JobStatus  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.specs import load_spec, parse_spec  # noqa: E402
-from jobstore.records import CheckpointRecord  # noqa: E402
 from jobstore.queue import redis_client  # noqa: E402
+from jobstore.records import CheckpointRecord  # noqa: E402
 from jobstore.store import JobStore  # noqa: E402
 from jobstore.units import units_of  # noqa: E402
 from robustlab.embedded_redis import EmbeddedRedis  # noqa: E402
@@ -78,14 +81,11 @@ def run(spec: dict[str, Any], kind: JobKind, workers: int, model: Path | None = 
         try:
             checkpoint = None
             if model is not None:
-                import hashlib
-                from datetime import UTC, datetime
-                import uuid
-
                 payload = model.read_bytes()
-                record = CheckpointRecord(id=str(uuid.uuid4()), tenant="bench", sha256=hashlib.sha256(payload).hexdigest(),
-                                          bytes=len(payload), architecture="mlp", params=spec["model"]["params"],
-                                          filename=model.name, created_at=datetime.now(UTC))
+                record = CheckpointRecord(id=str(uuid.uuid4()), tenant="bench",
+                                          sha256=hashlib.sha256(payload).hexdigest(), bytes=len(payload),
+                                          architecture="mlp", params=spec["model"]["params"], filename=model.name,
+                                          created_at=datetime.now(UTC))
                 ArtifactStore(settings.artifact_root).put_file(f"checkpoints/{record.id}", model.name, model)
                 store.add_checkpoint(record)
                 checkpoint = record.id

@@ -135,6 +135,7 @@ class RunReport(_Model):
     cost: Cost = Field(default_factory=Cost)
     checks: list[Check] = Field(default_factory=list)
     trustworthy: bool = True  # False when any check failed: robust accuracy is not to be believed
+    checked: bool = True  # False: evaluated with `checks: off`, no validity check ran ("unchecked")
     training_failed: bool = False  # the training_healthy check failed: shown, left out of comparisons
     attack_costs: list[AttackCost] = Field(default_factory=list)
     suite_members: list[SuiteMember] = Field(default_factory=list)

@@ -29,7 +29,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from artifactstore import ArtifactStore, check_name
-from core.jobs import JobError, JobKind, JobStatus, Progress
+from core.jobs import JobError, JobStatus, Progress
 from core.settings import Settings
 from core.specs import ExperimentSpec, SpecError, UploadedDataset, parse_spec
 from core.specs.experiment import is_upload_id
@@ -41,7 +41,7 @@ from jobstore.units import advance
 from jobstore.uploads import DatasetStore
 from worker.heartbeat import Heartbeat, lost_after
 from worker.journal import Journal
-from worker.progress import ExecutionStopped, ProgressReporter
+from worker.progress import ExecutionStopped
 from worker.resume import ResumeSync
 from worker.unit_runner import UnitExecution
 

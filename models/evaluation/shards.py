@@ -9,6 +9,7 @@ position in a batch or a shard (models.attacks.context).
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -101,7 +102,7 @@ def _merged_members(shards: list[ShardOutcome], index: int) -> list[dict[str, An
 def merge_shards(shards: list[ShardOutcome]) -> ShardOutcome:
     """The shards (any order, together covering 0 … N−1 without gaps) as one outcome."""
     shards = sorted(shards, key=lambda s: s.start)
-    for before, after in zip(shards, shards[1:], strict=False):
+    for before, after in itertools.pairwise(shards):
         if before.stop != after.start:
             raise ValueError(f"evaluation shards do not fit together: [{before.start}, {before.stop}) is followed "
                              f"by [{after.start}, {after.stop})")
