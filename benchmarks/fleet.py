@@ -82,13 +82,13 @@ def run(spec: dict[str, Any], kind: JobKind, workers: int, model: Path | None = 
             checkpoint = None
             if model is not None:
                 payload = model.read_bytes()
-                record = CheckpointRecord(id=str(uuid.uuid4()), tenant="bench",
+                upload = CheckpointRecord(id=str(uuid.uuid4()), tenant="bench",
                                           sha256=hashlib.sha256(payload).hexdigest(), bytes=len(payload),
                                           architecture="mlp", params=spec["model"]["params"], filename=model.name,
                                           created_at=datetime.now(UTC))
-                ArtifactStore(settings.artifact_root).put_file(f"checkpoints/{record.id}", model.name, model)
-                store.add_checkpoint(record)
-                checkpoint = record.id
+                ArtifactStore(settings.artifact_root).put_file(f"checkpoints/{upload.id}", model.name, model)
+                store.add_checkpoint(upload)
+                checkpoint = upload.id
             for i in range(workers):
                 log = (data / f"worker-{i}.log").open("wb")
                 procs.append(subprocess.Popen([sys.executable, "-m", "robustlab.cli", "worker", "--name", f"w{i + 1}"],
