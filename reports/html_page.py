@@ -163,6 +163,14 @@ def _header(report: Report) -> str:
 
 
 def _banner(report: Report) -> str:
+    unchecked = [f"{r.regularizer} seed {r.seed}" for r in report.runs if not r.checked]
+    note = (f'<div id="unchecked-banner" class="banner" role="alert"><strong>⚠ Unchecked</strong>: '
+            f"{escape(', '.join(unchecked))} evaluated with checks: off, no validity check ran.</div>"
+            if unchecked else "")
+    return note + _trust_banner(report)
+
+
+def _trust_banner(report: Report) -> str:
     bad = untrustworthy_runs(report)
     if not bad:
         return ""

@@ -225,6 +225,10 @@ def render_markdown(report: Report) -> str:
                           for r, cs in bad)
         out += [f"> ⚠ **Untrustworthy robust accuracy**: {_md(names)}. A validity check failed; "
                 "robust numbers of these runs may reflect gradient masking, not robustness.", ""]
+    unchecked = [f"{r.regularizer} seed {r.seed}" for r in report.runs if not r.checked]
+    if unchecked:
+        out += [f"> ⚠ **Unchecked**: {_md(', '.join(unchecked))}: evaluated with `checks: off`, no validity "
+                "check ran.", ""]
     out += ["## Comparison", "", "Accuracy in %, mean ± std over seeds; worst case: the lowest accuracy over every "
             "attack at that radius. Trust ⚠: a validity check failed for a run of that regularizer.", ""]
     rows, reasons = _comparison_rows(report, columns)

@@ -143,6 +143,14 @@ class EvaluationSpec(Spec):
         "evaluation is spread over ceil(samples / shard_size) units that any worker may run",
         exclude_if=lambda value: value == DEFAULT_SHARD_SIZE)
 
+    # The validity checks (docs/evaluation.md): `fast` (the default) runs the costly ones on a subset
+    # of the audit samples and reuses the attacks' own per-sample outcomes, `full` runs every one on
+    # the whole audit subset at every radius, `off` runs none and marks the report unchecked (a gate
+    # with require_checks_pass never passes it). Left out of the spec hash at its default.
+    checks: Literal["full", "fast", "off"] = Field(
+        "fast", description="validity checks: fast (default, ≤ half the attacks' time), full, or off (unchecked)",
+        exclude_if=lambda value: value == "fast")
+
     @field_validator("shard_size")
     @classmethod
     def _whole_blocks(cls, size: int) -> int:

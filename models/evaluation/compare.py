@@ -72,7 +72,7 @@ def report_of(name: str, kind: str, seed: int, evaluation: ModelEvaluation, cost
         regularizer=name, kind=kind, seed=seed, clean_accuracy=evaluation.clean_accuracy,
         samples=evaluation.samples, robust=evaluation.robust, worst_case=evaluation.worst_case,
         sensitivity=evaluation.sensitivity, cost=cost.model_copy(update={"eval_seconds": evaluation.seconds}),
-        checks=evaluation.checks, trustworthy=evaluation.trustworthy, checkpoint=checkpoint,
+        checks=evaluation.checks, trustworthy=evaluation.trustworthy, checked=evaluation.checked, checkpoint=checkpoint,
         training_failed=evaluation.training_failed, attack_costs=evaluation.attack_costs,
         suite_members=evaluation.suite_members, outcomes=evaluation.outcomes,
     ))

@@ -34,12 +34,15 @@ from models.attacks.apgd import apgd_run, apgd_start_noise
 from models.attacks.context import model_device
 from models.datasets.base import DatasetBundle
 from models.evaluation.checks import (
+    CHECK_LOSSES,
+    LARGE_EPS,
     UNBOUNDED_EPS,
     audit_checks,
     black_box_not_stronger,
     gradient_health,
     gradient_stats,
     incomplete_optimization,
+    large_eps_reaches_chance,
     predictions_stable,
     silent_success,
     training_healthy,
@@ -53,6 +56,11 @@ from models.regularizers.base import per_sample_loss
 log = logging.getLogger(__name__)
 
 AUDIT_SAMPLES = 200  # each attack runs on its own on this many samples for the validity checks
+# checks: fast runs the checks that attack on their own, and the sensitivity measures, on this many
+FAST_AUDIT = 100
+# checks: fast gives the black-box control of an evaluation without a suite this many queries (the
+# suite's own Square control has 100 before it escalates; full: 1,000)
+FAST_SQUARE_QUERIES = 250
 
 
 EOT_SAMPLES = 10  # gradients averaged over this many passes when predictions are randomized
@@ -71,6 +79,8 @@ class ModelEvaluation:
     attack_costs: list[AttackCost] = field(default_factory=list)
     suite_members: list[SuiteMember] = field(default_factory=list)
     outcomes: SampleOutcomes | None = None
+    check_seconds: dict[str, float] = field(default_factory=dict)  # finish_evaluation's parts (benchmarks)
+    checked: bool = True  # False with evaluation.checks: off (no validity check ran: "unchecked")
 
     @property
     def trustworthy(self) -> bool:
@@ -88,16 +98,52 @@ def _predict_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) ->
     return torch.cat(preds) == y
 
 
-def _clean_gradients(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+def _clean_gradients(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Input gradients at the clean points: (each entry the cross-entropy gradient's, or the margin
+    loss's (best other logit − true logit) where that one is zero or not finite; cross-entropy's).
+    The margin is invariant to a saturated softmax: logits × 1000 zero cross-entropy's gradient only."""
     device = model_device(model)
-    grads = []
+    combined, ce_grads = [], []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(device).requires_grad_(True)
+        yb = y[i : i + batch_size].to(device)
         with torch.enable_grad():
-            loss = per_sample_loss(model(xb), y[i : i + batch_size].to(device), Task.CLASSIFICATION).sum()
-            (g,) = torch.autograd.grad(loss, xb, allow_unused=True) if loss.requires_grad else (None,)
-        grads.append(torch.zeros_like(xb).cpu() if g is None else g.cpu())  # no path: a zero gradient
-    return torch.cat(grads)
+            out = model(xb)
+            if not out.requires_grad:  # no path from the input: a zero gradient
+                zero = torch.zeros_like(xb).cpu()
+                combined.append(zero)
+                ce_grads.append(zero)
+                continue
+            ce = per_sample_loss(out, yb, Task.CLASSIFICATION).sum()
+            true = out.gather(1, yb.view(-1, 1)).squeeze(1)
+            other = out.scatter(1, yb.view(-1, 1), float("-inf")).amax(dim=1)
+            g_ce, g_margin = _grads(ce, (other - true).sum(), xb)
+        usable = torch.isfinite(g_ce) & (g_ce != 0)
+        combined.append(torch.where(usable, g_ce, g_margin).cpu())
+        ce_grads.append(g_ce.cpu())
+    return torch.cat(combined), torch.cat(ce_grads)
+
+
+def _grads(first: Tensor, second: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    (a,) = torch.autograd.grad(first, x, retain_graph=True, allow_unused=True)
+    (b,) = torch.autograd.grad(second, x, allow_unused=True) if second.requires_grad else (None,)
+    return (torch.zeros_like(x) if a is None else a), (torch.zeros_like(x) if b is None else b)
+
+
+def _gradient_stats(model: nn.Module, x: Tensor, y: Tensor, batch_size: int,
+                    scale_invariant: bool) -> dict[str, float]:
+    """gradient_stats of the combined gradient (cross-entropy's alone when no attack of the evaluation
+    uses a scale-invariant loss), and `ce_zero`: samples whose cross-entropy gradient is all zero."""
+    combined, ce = _clean_gradients(model, x, y, batch_size)
+    ce_zero = float((ce.flatten(1) == 0).all(dim=1).sum())
+    return gradient_stats(combined if scale_invariant else ce) | {"ce_zero": ce_zero}
+
+
+def scale_invariant(evaluation: EvaluationSpec) -> bool:
+    """Whether an attack of the evaluation uses a loss a saturated softmax does not mislead (DLR: the
+    suite, AutoAttack, APGD-DLR): the checks then count that loss beside cross-entropy. With
+    cross-entropy attacks only, a zero cross-entropy gradient does mislead the attacks reported."""
+    return any(s.kind in ("suite", "autoattack") or (s.kind == "apgd" and s.loss == "dlr") for s in evaluation.attacks)
 
 
 def worst_case_curves(clean_correct: Tensor, broken: dict[str, dict[float, Tensor]]) -> list[WorstCase]:
@@ -131,11 +177,17 @@ def _broken_so_far(by_eps: dict[float, Tensor], eps: float, clean_correct: Tenso
 
 
 def _square_rows(results: list[tuple[AttackSpec, AttackOutcome]], white: dict[str, dict[float, Tensor]],
-                 square: Any, audit: int) -> list[tuple[str, float, int, int]]:
+                 square: Callable[[str, float, Tensor], Tensor], audit: int,
+                 nested: bool = False) -> list[tuple[str, float, int, int]]:
     """Per norm and ε: samples Square breaks beyond the white-box attacks (the black-box check).
 
     A suite's own Square member counts what it broke after the white-box members; any other
-    evaluation gets a Square run (1,000 queries) on the audit samples the white-box attacks left."""
+    evaluation gets a Square run (1,000 queries) on the first `audit` samples the white-box attacks
+    left (fast: FAST_SQUARE_QUERIES). `nested`: the radii in descending order, each smaller one only
+    on the samples Square broke at the larger one (a sample Square cannot break in the larger ball it does not break in the
+    smaller): the cost is about that of the largest radius, where few samples are left; masking
+    that shows at a small radius only, with the white-box attacks working at the largest, is
+    missed (`checks: full` runs every radius on every survivor)."""
     rows: list[tuple[str, float, int, int]] = []
     done: set[tuple[str, float]] = set()
     for spec, result in results:
@@ -146,13 +198,17 @@ def _square_rows(results: list[tuple[AttackSpec, AttackOutcome]], white: dict[st
                     rows.append((spec.norm, float(m["eps"]), int(m["broken"]), n))
                     done.add((spec.norm, float(m["eps"])))
     for norm, by_eps in white.items():
-        for eps in sorted(by_eps):
+        candidates: Tensor | None = None  # nested: what Square broke at the next larger radius
+        for eps in sorted(by_eps, reverse=nested):
             if (norm, eps) in done:
                 continue
-            left = ~by_eps[eps][:audit]
+            left = ~by_eps[eps][:audit] & (True if candidates is None else candidates)
             if not left.any():
                 continue  # the white-box attacks broke everything: Square cannot beat them here
-            rows.append((norm, eps, square(norm, eps, left), audit))
+            broke = square(norm, eps, left)
+            rows.append((norm, eps, int(broke.sum()), audit))
+            if nested:
+                candidates = broke
     return rows
 
 
@@ -204,7 +260,7 @@ def evaluate_shard(model: nn.Module, data: DatasetBundle, evaluation: Evaluation
             by_eps[eps] = by_eps.get(eps, torch.zeros(n, dtype=torch.bool)) | ~result.correct[i]
     if progress:
         progress("input gradients")
-    gradient = gradient_stats(_clean_gradients(model, x, y, bs))
+    gradient = _gradient_stats(model, x, y, bs, scale_invariant(evaluation))
     return ShardOutcome(start=start, stop=stop, clean_correct=clean_correct, attacks=attacks, gradient=gradient,
                         eot=eot, seconds=time.perf_counter() - started)
 
@@ -249,13 +305,15 @@ def finish_evaluation(
     if outcome.stop != n:
         raise ValueError(f"the evaluation shards cover {outcome.stop} of the {n} samples to evaluate")
     x, y = data.x_test[:n], data.y_test[:n]
-    bs, seed = evaluation.batch_size, evaluation.seed
+    seed = evaluation.seed
     clean_correct = outcome.clean_correct
     clean_accuracy = float(clean_correct.double().mean())
     chance = 1.0 / data.num_outputs
     audit = min(AUDIT_SAMPLES, n)
     xa, ya = x[:audit], y[:audit]
+    begun = time.perf_counter()
     eot, stable = _eot_passes(model, data, evaluation)
+    eot_seconds = time.perf_counter() - begun
     robust: list[AttackAccuracy] = []
     costs: list[AttackCost] = []
     members: list[SuiteMember] = []
@@ -282,32 +340,23 @@ def finish_evaluation(
 
     if progress:
         progress("validity checks")
+    mode = evaluation.checks
+    timings: dict[str, float] = {"predictions_deterministic": eot_seconds}
 
-    def own_accuracy(spec: AttackSpec) -> float:
-        return float(run_attack(model, xa, ya, spec, seed=seed, batch_size=bs, eot=eot).correct[0].double().mean())
+    def timed(name: str, compute: Callable[[], Any]) -> Any:
+        begun = time.perf_counter()
+        value = compute()
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - begun
+        return value
 
-    def square_extra(norm: str, eps: float, left: Tensor) -> int:
-        spec = SquareAttack.model_validate({"kind": "square", "norm": norm, "eps": [eps], "queries": 1000})
-        return int((~run_attack(model, xa[left], ya[left], spec, seed=seed, batch_size=bs).correct[0]).sum())
-
-    checks = [training_healthy(clean_accuracy, chance, history, data.num_outputs), stable,
-              gradient_health(outcome.gradient)]
-    checks += audit_checks(list(evaluation.attacks), own_accuracy, chance)
-    bb = black_box_not_stronger(_square_rows(results, white, square_extra, audit))
-    if bb is not None:
-        checks.append(bb)
-    attacked = sum(v for k, v in diagnostics.items() if k.endswith("_attacked"))
-    if attacked:
-        checks.append(silent_success(sum(v for k, v in diagnostics.items() if k.endswith("_unconfirmed")), attacked))
-    if diagnostics.get("ce_survivors"):
-        checks.append(incomplete_optimization(diagnostics.get("ce_late_gainers", 0.0), diagnostics["ce_survivors"]))
-    unbounded = APGDAttack(kind="apgd", norm="linf", eps=[UNBOUNDED_EPS], steps=UNBOUNDED_STEPS)
-    checks.append(unbounded_eps_breaks_all(own_accuracy(unbounded), "linf", UNBOUNDED_EPS))
-    if surrogate is not None:
-        checks += _transfer_checks(model, surrogate, xa, ya, white, bs, seed)
+    checks = [training_healthy(clean_accuracy, chance, history, data.num_outputs), stable]
+    if mode != "off":
+        checks += timed("checks", lambda: _validity_checks(
+            model, data, evaluation, outcome, results, white, diagnostics, eot, timed, surrogate))
     if progress:
         progress("sensitivity")
-    sensitivity = measure_sensitivity(model, xa, ya, data.task, seed=seed)
+    few = min(audit, FAST_AUDIT) if mode != "full" else audit
+    sensitivity = timed("sensitivity", lambda: measure_sensitivity(model, xa[:few], ya[:few], data.task, seed=seed))
     return ModelEvaluation(
         clean_accuracy=clean_accuracy,
         samples=n,
@@ -319,7 +368,87 @@ def finish_evaluation(
         attack_costs=costs,
         suite_members=members,
         outcomes=sample_outcomes(clean_correct, broken),
+        check_seconds=timings | {"finish": time.perf_counter() - started},
+        checked=mode != "off",
     )
+
+
+def _validity_checks(model: nn.Module, data: DatasetBundle, evaluation: EvaluationSpec, outcome: ShardOutcome,
+                     results: list[tuple[AttackSpec, AttackOutcome]], white: dict[str, dict[float, Tensor]],
+                     diagnostics: dict[str, float], eot: int, timed: Callable[[str, Callable[[], Any]], Any],
+                     surrogate: tuple[str, nn.Module] | None) -> list[Check]:
+    """Every check but training_healthy and predictions_deterministic (docs/evaluation.md).
+
+    `fast` (the default): the checks that attack on their own (FGSM / PGD own accuracies, the black-box
+    control of evaluations without a suite) use the first FAST_AUDIT audit samples; the large-ε checks
+    reuse what the white-box attacks broke at L∞ radii ≤ 0.5, and ε = 1 attacks only what ε = 0.5
+    left (a point inside the smaller ball is inside the larger one); Square without a suite runs at
+    the largest radius first and at a smaller one only on samples it broke at the larger."""
+    n, mode = outcome.stop, evaluation.checks
+    bs, seed = evaluation.batch_size, evaluation.seed
+    audit = min(AUDIT_SAMPLES, n)
+    few = audit if mode == "full" else min(audit, FAST_AUDIT)
+    x, y = data.x_test[:audit], data.y_test[:audit]
+
+    def own_correct(spec: AttackSpec, broken: Tensor | None) -> Tensor:
+        already = None if broken is None else broken[:few].view(1, -1)
+        return run_attack(model, x[:few], y[:few], spec, seed=seed, batch_size=bs, eot=eot,
+                          already_broken=already).correct[0]
+
+    def square_broke(norm: str, eps: float, left: Tensor) -> Tensor:
+        spec = SquareAttack.model_validate({"kind": "square", "norm": norm, "eps": [eps],
+                                            "queries": 1000 if mode == "full" else FAST_SQUARE_QUERIES})
+        broke = torch.zeros(len(left), dtype=torch.bool)
+        broke[left] = ~run_attack(model, x[:len(left)][left], y[:len(left)][left], spec, seed=seed,
+                                  batch_size=bs).correct[0]
+        return broke
+
+    checks = [gradient_health(outcome.gradient)]
+    checks += timed("audit_checks", lambda: audit_checks(list(evaluation.attacks), own_correct, fast=mode != "full"))
+    losses = check_losses(data.num_outputs) if scale_invariant(evaluation) else ("ce",)
+    large, unbounded = timed("large_eps", lambda: _large_eps_checks(
+        model, x, y, outcome.clean_correct[:audit], white.get("linf", {}), data.num_outputs, losses, eot, bs, seed))
+    checks += [large]
+    bb = timed("black_box_not_stronger", lambda: black_box_not_stronger(
+        _square_rows(results, white, square_broke, few, nested=mode != "full")))
+    if bb is not None:
+        checks.append(bb)
+    attacked = sum(v for k, v in diagnostics.items() if k.endswith("_attacked"))
+    if attacked:
+        checks.append(silent_success(sum(v for k, v in diagnostics.items() if k.endswith("_unconfirmed")), attacked))
+    if diagnostics.get("ce_survivors"):
+        checks.append(incomplete_optimization(diagnostics.get("ce_late_gainers", 0.0), diagnostics["ce_survivors"]))
+    checks.append(unbounded)
+    if surrogate is not None:
+        checks += timed("transfer_not_stronger", lambda: _transfer_checks(model, surrogate, x, y, white, bs, seed))
+    return checks
+
+
+def check_losses(num_classes: int) -> tuple[str, ...]:
+    """The APGD losses the large-ε checks try in turn when the evaluation's attacks use a scale-invariant
+    loss (`scale_invariant`): those of the suite (DLR needs ≥ 3 classes)."""
+    return CHECK_LOSSES if num_classes >= 3 else ("ce",)
+
+
+def _large_eps_checks(model: nn.Module, x: Tensor, y: Tensor, clean_correct: Tensor,
+                      white_linf: dict[float, Tensor], num_classes: int, losses: tuple[str, ...], eot: int,
+                      batch_size: int, seed: int) -> tuple[Check, Check]:
+    """large_eps_reaches_chance and unbounded_eps_breaks_all on the audit samples, from one sweep per
+    loss at L∞ ε 0.5 and 1 (each loss on what the white-box attacks at L∞ radii ≤ 0.5 and the
+    earlier losses left; ε = 1 only on what ε = 0.5 left)."""
+    n = len(x)
+    broken = ~clean_correct.clone()
+    for eps, by_eps in white_linf.items():
+        if eps <= LARGE_EPS:
+            broken |= by_eps[:n]
+    already = torch.stack([broken, broken])
+    for loss in losses:
+        spec = APGDAttack(kind="apgd", norm="linf", eps=[LARGE_EPS, UNBOUNDED_EPS], steps=UNBOUNDED_STEPS, loss=loss)
+        already = ~run_attack(model, x, y, spec, seed=seed, batch_size=batch_size, eot=eot,
+                              already_broken=already).correct
+    accuracy = (~already).double().mean(dim=1)
+    return (large_eps_reaches_chance(float(accuracy[0]), 1.0 / num_classes, losses, n),
+            unbounded_eps_breaks_all(float(accuracy[1]), "linf", UNBOUNDED_EPS, losses, n))
 
 
 def _transfer_checks(model: nn.Module, surrogate: tuple[str, nn.Module], xa: Tensor, ya: Tensor,

@@ -175,6 +175,9 @@ def _checks(report: Report) -> Criterion:
     untrustworthy = [r.regularizer for r in report.runs if not r.trustworthy]
     if untrustworthy and not failed:
         failed.append(f"runs flagged untrustworthy: {', '.join(untrustworthy)}")
+    unchecked = [r.regularizer for r in report.runs if not r.checked]
+    if unchecked:  # `evaluation.checks: off`: nothing says the numbers can be trusted
+        failed.append(f"unchecked (evaluation.checks: off): {', '.join(unchecked)}; set checks: fast or full")
     warned = [c.name for c in report.checks if c.status == "warn"]
     detail = "; ".join(failed) if failed else f"{len(report.checks)} checks, none failed"
     if warned:
