@@ -171,7 +171,8 @@ def evaluate(
     apply_threads(threads)
     bar = _ProgressBar(evaluation, name) if progress is True else None
     finished = False
-    stage = bar.stage if bar is not None else (progress or None)
+    stage: Callable[[str], None] | None = bar.stage if bar is not None else (
+        progress if callable(progress) else None)
     model.eval()
     try:
         with torch.no_grad():

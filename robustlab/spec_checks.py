@@ -22,6 +22,7 @@ from pathlib import Path
 from core.specs import ExperimentSpec, NpzDataset, UploadedDataset, is_user_model
 from core.specs.dataset import UPLOAD_ID_PATTERN
 from core.specs.loading import Problem
+from core.specs.regularizers import Sobolev
 from robustlab.model_files import MODEL_SUFFIXES, ModelFileError, check_model_file
 from service.client import ClientError, RobustlabClient
 
@@ -34,7 +35,7 @@ def _missing(path: Path, what: str) -> str:
 
 
 def _teachers(spec: ExperimentSpec) -> list[tuple[int, str]]:
-    return [(i, str(r.teacher)) for i, r in enumerate(spec.regularizers) if getattr(r, "kind", "") == "sobolev"]
+    return [(i, str(r.teacher)) for i, r in enumerate(spec.regularizers) if isinstance(r, Sobolev)]
 
 
 def file_problems(spec: ExperimentSpec, model_file: Path | None = None) -> list[Problem]:

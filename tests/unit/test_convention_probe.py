@@ -82,7 +82,8 @@ def test_an_nhwc_model_fed_nchw_is_named_with_its_layout_and_shape() -> None:
     best = probe.best
     assert best is not None and best.changes == {"layout": "nhwc", "input_shape": [8, 8, 3]}
     assert best.accuracy == 1.0
-    assert "layout: nhwc" in convention_check(probe).detail and "input_shape: [8, 8, 3]" in convention_check(probe).detail
+    detail = convention_check(probe).detail
+    assert "layout: nhwc" in detail and "input_shape: [8, 8, 3]" in detail
 
 
 def test_a_model_no_convention_helps_is_not_blamed_on_one(cnn_and_data: tuple[nn.Module, Any]) -> None:
