@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 CI = REPO / "examples" / "ci"
 
 
-def gate(threads: int | None, out: Path) -> tuple[float, float, int]:
-    """One gate run in a child process: (wall s, CPU s of the child, exit code)."""
+def gate(threads: int | None, out: Path) -> tuple[float, float, int, str]:
+    """One gate run in a child process: (wall s, CPU s of the child, exit code, its verdict line)."""
     command = [sys.executable, "-m", "robustlab.cli", "gate", "--local", "--policy", str(CI / "policy.yaml"),
                "--spec", str(CI / "spec.yaml"), "--model", str(CI / "model.onnx"), "--junit", str(out / "gate.xml")]
     command += ["--threads", str(threads)] if threads else []
@@ -37,7 +37,8 @@ def gate(threads: int | None, out: Path) -> tuple[float, float, int]:
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if result.returncode not in (0, 1):
         raise SystemExit(f"the gate could not judge (exit {result.returncode}):\n{result.stderr[-2000:]}")
-    return wall, cpu, result.returncode
+    verdict = [line for line in result.stderr.splitlines() if line.startswith("robustlab gate: ")]
+    return wall, cpu, result.returncode, verdict[-1] if verdict else ""
 
 
 def main() -> None:
@@ -54,10 +55,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for threads in args.threads:
             for _ in range(args.repeat):
-                wall, cpu, code = gate(threads or None, Path(scratch))
+                wall, cpu, code, verdict = gate(threads or None, Path(scratch))
                 label = f"--threads {threads}" if threads else "default threads"
                 print(f"{label:>16}: {wall:6.1f} s wall, {cpu:6.1f} s CPU, exit {code}, "
-                      f"load average {os.getloadavg()[0]:.1f}")
+                      f"load average {os.getloadavg()[0]:.1f}; {verdict}")
 
 
 if __name__ == "__main__":
