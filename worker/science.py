@@ -136,7 +136,11 @@ def _finish(spec: ExperimentSpec, kind: JobKind, inputs: ModelInputs, data: Data
     if kind is JobKind.COMPARE:
         return report_of(inputs.name, spec.regularizer(inputs.name).kind, inputs.seed, evaluation, Cost(),
                          checkpoint_name(inputs.name, inputs.seed))
-    return report_of(inputs.path.stem, "checkpoint", 0, evaluation, Cost(), inputs.path.name)
+    report = report_of(inputs.path.stem, "checkpoint", 0, evaluation, Cost(), inputs.path.name)
+    from models.sources.probe import diagnose_run  # a user model near chance: name the likely convention
+
+    return diagnose_run(report, model, spec.model, data.x_test, data.y_test, num_classes=data.num_outputs,
+                        device=device)
 
 
 def run_eval_unit(spec: ExperimentSpec, kind: JobKind, work: UnitWork, inputs: ModelInputs, work_dir: Path,
