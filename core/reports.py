@@ -122,6 +122,30 @@ class SampleOutcomes(_Model):
         raise KeyError(f"no per-sample outcome at {norm} ε={eps}")
 
 
+class Escalation(_Model):
+    """A step the evaluation took because a check saw masking or randomness (models/evaluation/evaluate.py):
+    what it attacked and broke at one radius, beyond everything before it."""
+
+    name: str  # bpda-suite, square-5000, eot
+    norm: Literal["linf", "l2"]
+    eps: float
+    attacked: int
+    broken: int
+    seconds: float = 0.0
+    detail: str = ""
+
+
+class RadiusTrust(_Model):
+    """How far one radius's number can be believed: trusted (no check saw a problem), escalated (a check
+    saw masking or randomness and the number is the lowest the escalation reached), flagged (a check
+    failed that no escalation answers)."""
+
+    norm: Literal["linf", "l2"]
+    eps: float
+    status: Literal["trusted", "escalated", "flagged"]
+    detail: str = ""
+
+
 class RunReport(_Model):
     regularizer: str
     kind: str
@@ -136,6 +160,9 @@ class RunReport(_Model):
     checks: list[Check] = Field(default_factory=list)
     trustworthy: bool = True  # False when any check failed: robust accuracy is not to be believed
     checked: bool = True  # False: evaluated with `checks: off`, no validity check ran ("unchecked")
+    escalated: bool = False  # an escalation ran (the numbers are the lowest it reached): status "escalated"
+    escalations: list[Escalation] = Field(default_factory=list)
+    radius_trust: list[RadiusTrust] = Field(default_factory=list)
     training_failed: bool = False  # the training_healthy check failed: shown, left out of comparisons
     attack_costs: list[AttackCost] = Field(default_factory=list)
     suite_members: list[SuiteMember] = Field(default_factory=list)

@@ -167,7 +167,12 @@ def _banner(report: Report) -> str:
     note = (f'<div id="unchecked-banner" class="banner" role="alert"><strong>⚠ Unchecked</strong>: '
             f"{escape(', '.join(unchecked))} evaluated with checks: off, no validity check ran.</div>"
             if unchecked else "")
-    return note + _trust_banner(report)
+    escalated = "".join(
+        f'<div class="banner escalated-banner"><strong>Escalated</strong>: {escape(r.regularizer)} seed {r.seed}: '
+        + escape("; ".join(f"{t.norm} ε={t.eps:g} {t.status}" + (f" ({t.detail})" if t.detail else "")
+                           for t in r.radius_trust)) + "</div>"
+        for r in report.runs if r.escalated)
+    return note + escalated + _trust_banner(report)
 
 
 def _trust_banner(report: Report) -> str:

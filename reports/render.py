@@ -229,6 +229,11 @@ def render_markdown(report: Report) -> str:
     if unchecked:
         out += [f"> ⚠ **Unchecked**: {_md(', '.join(unchecked))}: evaluated with `checks: off`, no validity "
                 "check ran.", ""]
+    for r in (r for r in report.runs if r.escalated):
+        radii = "; ".join(f"{t.norm} ε={t.eps:g} {t.status}" + (f" ({t.detail})" if t.detail else "")
+                          for t in r.radius_trust)
+        out += [f"> **Escalated**: {_md(f'{r.regularizer} seed {r.seed}')}: a check saw masking or randomness; "
+                f"the numbers are the lowest the escalation reached. {_md(radii)}", ""]
     out += ["## Comparison", "", "Accuracy in %, mean ± std over seeds; worst case: the lowest accuracy over every "
             "attack at that radius. Trust ⚠: a validity check failed for a run of that regularizer.", ""]
     rows, reasons = _comparison_rows(report, columns)

@@ -151,6 +151,11 @@ class EvaluationSpec(Spec):
         "fast", description="validity checks: fast (default, ≤ half the attacks' time), full, or off (unchecked)",
         exclude_if=lambda value: value == "fast")
 
+    # Expectation over transformations for randomized models (predictions that change between passes):
+    # gradients averaged over this many forward passes (the number is in the report's escalations).
+    eot: int = Field(10, ge=2, le=1000, description="EOT draws per gradient for randomized models",
+                     exclude_if=lambda value: value == 10)
+
     @field_validator("shard_size")
     @classmethod
     def _whole_blocks(cls, size: int) -> int:

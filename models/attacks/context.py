@@ -72,6 +72,11 @@ class CountingModel(nn.Module):
         return self.gradients, self.forwards
 
 
+# A randomized model's final point is broken when more than half of this many draws misclassify it
+# (docs/evaluation.md): one noisy pass that misclassifies is not a broken point.
+VERDICT_DRAWS = 50
+
+
 @dataclass
 class SweepContext:
     """One attack run: N samples, E radii, the model in eval mode on its device.
@@ -169,10 +174,13 @@ class SweepContext:
         return list(torch.split(index, self.batch_size)) if index.numel() else []
 
     def misclassified(self, x_adv: Tensor, y: Tensor) -> Tensor:
-        """The verdict: fp32, no autocast, no gradient; True where argmax ≠ y. Shape N bool (device)."""
+        """The verdict: fp32, no autocast, no gradient; True where argmax ≠ y. Shape N bool (device).
+        A randomized model (eot > 1) is judged by its expected accuracy: the point counts as broken
+        when it is misclassified on more than half of VERDICT_DRAWS fresh forward passes."""
+        draws = VERDICT_DRAWS if self.eot > 1 else 1
         with torch.no_grad():
-            logits = self.model(x_adv)
-        wrong: Tensor = logits.float().argmax(dim=1) != y
+            wrong_count = sum((self.model(x_adv).float().argmax(dim=1) != y).int() for _ in range(draws))
+        wrong: Tensor = wrong_count * 2 > draws if draws > 1 else wrong_count.bool()
         return wrong
 
     def advance(self, i: int) -> Tensor:

@@ -67,7 +67,9 @@ BORDERLINE_TARGETS = 3  # a borderline survivor is also pursued on its next two 
 # images eval_suite.py does not use) no sample those stages broke was lost that way (at −0.2, 3
 # were), and 15-29 % of their gradient evaluations are saved.
 GIVE_UP = {10: -0.3}
-ESCALATE_SHARE = 0.01  # Square breaking more than this share of the white-box survivors escalates it
+# Square breaking any sample of a block that the white-box members left escalates it (issue 23: one of
+# 196 broken was the only sign of a straight-through gradient with 15 % of its signs flipped)
+ESCALATE_SHARE = 0.0
 # Decisions over several samples (escalating Square) are taken per block of this many global sample
 # indices (0-99, 100-199, ...), never over the whole context: shard boundaries must be multiples of it.
 DECISION_BLOCK = 100
@@ -85,7 +87,7 @@ ESCALATED_RESTARTS = 2
 STANDARD = (
     Member("apgd-ce", "apgd", loss="ce", steps=30),
     Member("apgd-t", "apgd", loss="dlr", steps=100, targets=9, screen_steps=10, focus=1),
-    Member("square", "square", queries=100),
+    Member("square", "square", queries=1000),  # at least 1,000 queries per survivor (issue 23)
 )
 
 

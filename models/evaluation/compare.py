@@ -73,6 +73,8 @@ def report_of(name: str, kind: str, seed: int, evaluation: ModelEvaluation, cost
         samples=evaluation.samples, robust=evaluation.robust, worst_case=evaluation.worst_case,
         sensitivity=evaluation.sensitivity, cost=cost.model_copy(update={"eval_seconds": evaluation.seconds}),
         checks=evaluation.checks, trustworthy=evaluation.trustworthy, checked=evaluation.checked, checkpoint=checkpoint,
+        escalated=bool(evaluation.escalations), escalations=evaluation.escalations,
+        radius_trust=evaluation.radius_trust,
         training_failed=evaluation.training_failed, attack_costs=evaluation.attack_costs,
         suite_members=evaluation.suite_members, outcomes=evaluation.outcomes,
     ))

@@ -8,6 +8,7 @@ once per model; `evaluate_model` does both in this process.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,17 +22,20 @@ from core.reports import (
     AttackAccuracy,
     AttackCost,
     Check,
+    Escalation,
     OutcomeBits,
+    RadiusTrust,
     SampleOutcomes,
     Sensitivity,
     SuiteMember,
     WorstCase,
     pack_bits,
 )
-from core.specs.evaluation import APGDAttack, AttackSpec, EvaluationSpec, SquareAttack
+from core.specs.evaluation import APGDAttack, AttackSpec, EvaluationSpec, SquareAttack, SuiteSpec
 from models.attacks import run_attack
 from models.attacks.apgd import apgd_run, apgd_start_noise
-from models.attacks.context import model_device
+from models.attacks.bpda import straight_through
+from models.attacks.context import VERDICT_DRAWS, model_device
 from models.datasets.base import DatasetBundle
 from models.evaluation.checks import (
     CHECK_LOSSES,
@@ -63,7 +67,11 @@ FAST_AUDIT = 100
 FAST_SQUARE_QUERIES = 250
 
 
-EOT_SAMPLES = 10  # gradients averaged over this many passes when predictions are randomized
+EOT_SAMPLES = 10  # the default of evaluation.eot: gradients averaged over this many passes (randomized models)
+# Checks that see masking: when one does not pass, the evaluation escalates before it reports
+MASKING_CHECKS = ("input_gradients_healthy", "black_box_not_stronger", "large_eps_reaches_chance",
+                  "unbounded_eps_breaks_all")
+ESCALATION_QUERIES = 5000  # AutoAttack's Square budget, without pruning, for the escalation
 UNBOUNDED_STEPS = 20
 
 
@@ -81,6 +89,8 @@ class ModelEvaluation:
     outcomes: SampleOutcomes | None = None
     check_seconds: dict[str, float] = field(default_factory=dict)  # finish_evaluation's parts (benchmarks)
     checked: bool = True  # False with evaluation.checks: off (no validity check ran: "unchecked")
+    escalations: list[Escalation] = field(default_factory=list)
+    radius_trust: list[RadiusTrust] = field(default_factory=list)
 
     @property
     def trustworthy(self) -> bool:
@@ -184,8 +194,8 @@ def _square_rows(results: list[tuple[AttackSpec, AttackOutcome]], white: dict[st
     A suite's own Square member counts what it broke after the white-box members; any other
     evaluation gets a Square run (1,000 queries) on the first `audit` samples the white-box attacks
     left (fast: FAST_SQUARE_QUERIES). `nested`: the radii in descending order, each smaller one only
-    on the samples Square broke at the larger one (a sample Square cannot break in the larger ball it does not break in the
-    smaller): the cost is about that of the largest radius, where few samples are left; masking
+    on the samples Square broke at the larger one (a sample Square cannot break in the larger ball
+    it does not break in the smaller): the cost is about that of the largest radius, where few samples are left; masking
     that shows at a small radius only, with the white-box attacks working at the largest, is
     missed (`checks: full` runs every radius on every survivor)."""
     rows: list[tuple[str, float, int, int]] = []
@@ -227,7 +237,7 @@ def _eot_passes(model: nn.Module, data: DatasetBundle, evaluation: EvaluationSpe
     decided on the same samples by every shard."""
     audit = min(AUDIT_SAMPLES, evaluated_samples(data, evaluation))
     stable = predictions_stable(model, data.x_test[:audit], batch_size=evaluation.batch_size)
-    return (EOT_SAMPLES if stable.status != "pass" else 1), stable
+    return (evaluation.eot if stable.status != "pass" else 1), stable
 
 
 def evaluate_shard(model: nn.Module, data: DatasetBundle, evaluation: EvaluationSpec, start: int, stop: int, *,
@@ -350,9 +360,16 @@ def finish_evaluation(
         return value
 
     checks = [training_healthy(clean_accuracy, chance, history, data.num_outputs), stable]
+    escalations: list[Escalation] = []
     if mode != "off":
         checks += timed("checks", lambda: _validity_checks(
             model, data, evaluation, outcome, results, white, diagnostics, eot, timed, surrogate))
+        escalations = timed("escalation", lambda: _escalate(model, x, y, evaluation, clean_correct, broken,
+                                                            checks, eot, progress))
+        if escalations:  # the suite's entries give the lowest accuracy any step reached
+            worst = {(w.norm, w.eps): w.accuracy for w in worst_case_curves(clean_correct, broken)}
+            robust = [r.model_copy(update={"accuracy": min(r.accuracy, worst[r.norm, r.eps])})
+                      if r.attack == "suite" else r for r in robust]
     if progress:
         progress("sensitivity")
     few = min(audit, FAST_AUDIT) if mode != "full" else audit
@@ -370,7 +387,91 @@ def finish_evaluation(
         outcomes=sample_outcomes(clean_correct, broken),
         check_seconds=timings | {"finish": time.perf_counter() - started},
         checked=mode != "off",
+        escalations=escalations,
+        radius_trust=radius_trust(worst_case_curves(clean_correct, broken), checks, escalations, members)
+        if mode != "off" else [],
     )
+
+
+def _escalate(model: nn.Module, x: Tensor, y: Tensor, evaluation: EvaluationSpec, clean_correct: Tensor,
+              broken: dict[str, dict[float, Tensor]], checks: list[Check], eot: int,
+              progress: Callable[[str], None] | None) -> list[Escalation]:
+    """Escalation before reporting (issue 23): when a check saw masking (MASKING_CHECKS not passing),
+    every sample still standing at a radius gets, in turn, the suite through a straight-through
+    (BPDA) twin of the model when torch.fx finds non-differentiable input transforms in it, then
+    Square at AutoAttack's full budget without pruning; a randomized model (predictions that change
+    between passes) was attacked with EOT (`evaluation.eot` draws) and is reported as such. What each
+    step breaks is folded into `broken` (so into the worst case); runs once per model on the merged
+    outcome, every sample keyed by its global index (the same for any sharding)."""
+    seen = [c.name for c in checks if c.name in MASKING_CHECKS and c.status != "pass"]
+    out: list[Escalation] = []
+    if eot > 1:
+        for norm, by_eps in broken.items():
+            cumulative = ~clean_correct
+            for eps in sorted(by_eps):
+                cumulative = cumulative | by_eps[eps]
+                accuracy = float((~cumulative).double().mean())
+                error = math.sqrt(accuracy * (1 - accuracy) / max(len(cumulative), 1))
+                out.append(Escalation(
+                    name="eot", norm=norm, eps=eps, attacked=int((~cumulative).sum()), broken=0,
+                    detail=f"randomized predictions: gradients averaged over {eot} draws (evaluation.eot), a point "
+                    f"broken when more than half of {VERDICT_DRAWS} draws misclassify it; accuracy {accuracy:.3f} "
+                    f"± {error:.3f} (standard error over the samples)"))
+    if not seen:
+        return out
+    device = model_device(model)
+    twin = straight_through(model, x[:16].to(device))
+    for norm, by_eps in broken.items():
+        radii = sorted(by_eps)
+        steps: list[tuple[str, nn.Module, AttackSpec, str]] = []
+        if twin is not None:
+            steps.append(("bpda-suite", twin[0], SuiteSpec(kind="suite", norm=norm, eps=radii),
+                          f"straight-through backward for {', '.join(sorted(set(twin[1])))}; {', '.join(seen)}"))
+        steps.append((f"square-{ESCALATION_QUERIES}", model,
+                      SquareAttack(kind="square", norm=norm, eps=radii, queries=ESCALATION_QUERIES),
+                      f"without pruning; {', '.join(seen)}"))
+        for name, target, spec, detail in steps:
+            cumulative, rows = ~clean_correct, []
+            for eps in radii:
+                cumulative = cumulative | by_eps[eps]
+                rows.append(cumulative.clone())
+            already = torch.stack(rows)
+            if already.all():
+                break
+            if progress:
+                progress(f"escalation {name} {norm}")
+            result = run_attack(target, x, y, spec, seed=evaluation.seed, batch_size=evaluation.batch_size,
+                                already_broken=already, eot=eot)
+            share = result.seconds / len(radii)
+            for i, eps in enumerate(radii):
+                new = ~result.correct[i] & ~already[i]
+                by_eps[eps] = by_eps[eps] | new
+                out.append(Escalation(name=name, norm=norm, eps=eps, attacked=int((~already[i]).sum()),
+                                      broken=int(new.sum()), seconds=share, detail=detail))
+    return out
+
+
+def radius_trust(worst: list[WorstCase], checks: list[Check], escalations: list[Escalation],
+                 members: list[SuiteMember]) -> list[RadiusTrust]:
+    """Per norm and ε: trusted, escalated (an escalation ran there: the number is the lowest it reached;
+    the suite's own Square escalation counts) or flagged (a failed check that no escalation answers)."""
+    failed = [c.name for c in checks if c.status == "fail"]
+    answered = set(MASKING_CHECKS) | {"predictions_deterministic"}
+    out = []
+    for w in worst:
+        here = [e for e in escalations if e.norm == w.norm and e.eps == w.eps]
+        in_suite = [m for m in members if m.norm == w.norm and m.eps == w.eps and m.member.startswith("square-")]
+        unanswered = [name for name in failed if name not in answered or not here]
+        if unanswered:
+            status, detail = "flagged", f"failed: {', '.join(unanswered)}"
+        elif here or in_suite:
+            steps = [f"{e.name} broke {e.broken}/{e.attacked}" for e in here]
+            steps += [f"suite {m.member} broke {m.broken}/{m.attacked}" for m in in_suite]
+            status, detail = "escalated", "; ".join(steps)
+        else:
+            status, detail = "trusted", ""
+        out.append(RadiusTrust(norm=w.norm, eps=w.eps, status=status, detail=detail))
+    return out
 
 
 def _validity_checks(model: nn.Module, data: DatasetBundle, evaluation: EvaluationSpec, outcome: ShardOutcome,

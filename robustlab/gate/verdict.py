@@ -170,20 +170,47 @@ def _at_least(name: str, value: float, minimum: float, detail: str = "",
     return Criterion(name=name, required=minimum, actual=value, status=status, detail=detail, interval=interval)
 
 
-def _checks(report: Report) -> Criterion:
+ESCALATED_ENTRIES = ("suite", "worst_case")  # the numbers an escalation lowers (the lowest any step reached)
+
+
+def _answered_by_escalation(report: Report, policy: GatePolicy | None) -> tuple[bool, str]:
+    """Every untrustworthy run escalated, and at each radius the policy judges (every radius if it
+    judges none) its trust is not `flagged` and, where `escalated`, the judged number is the escalated
+    one (the suite's or the worst case): then the failed checks were answered, not ignored."""
+    bad = [r for r in report.runs if not r.trustworthy]
+    if not bad or not all(r.escalated and r.radius_trust for r in bad):
+        return False, ""
+    wants = list(policy.min_robust_accuracy) if policy is not None else []
+    for run in bad:
+        for trust in run.radius_trust:
+            judged = [w for w in wants if w.norm == trust.norm and same_eps(w.eps, trust.eps)]
+            if wants and not judged:
+                continue
+            if trust.status == "flagged":
+                return False, ""
+            if trust.status == "escalated" and any(w.attack not in ESCALATED_ENTRIES for w in judged):
+                return False, ""
+    steps = sorted({e.name for r in bad for e in r.escalations})
+    return True, f"escalated ({', '.join(steps)}): the judged numbers are the lowest the escalation reached"
+
+
+def _checks(report: Report, policy: GatePolicy | None = None) -> Criterion:
     failed = [f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail"]
-    untrustworthy = [r.regularizer for r in report.runs if not r.trustworthy]
+    answered, how = _answered_by_escalation(report, policy)
+    if answered:
+        failed = []
+    untrustworthy = [r.regularizer for r in report.runs if not r.trustworthy and not answered]
     if untrustworthy and not failed:
         failed.append(f"runs flagged untrustworthy: {', '.join(untrustworthy)}")
     unchecked = [r.regularizer for r in report.runs if not r.checked]
     if unchecked:  # `evaluation.checks: off`: nothing says the numbers can be trusted
         failed.append(f"unchecked (evaluation.checks: off): {', '.join(unchecked)}; set checks: fast or full")
     warned = [c.name for c in report.checks if c.status == "warn"]
-    detail = "; ".join(failed) if failed else f"{len(report.checks)} checks, none failed"
+    detail = "; ".join(failed) if failed else how or f"{len(report.checks)} checks, none failed"
     if warned:
         detail += f"; warnings: {', '.join(warned)}"
     return Criterion(name="validity checks", required="no check fails",
-                     actual=f"{len(failed)} failed" if failed else "all pass",
+                     actual=f"{len(failed)} failed" if failed else "escalated" if answered else "all pass",
                      status="fail" if failed else "pass", detail=detail)
 
 
@@ -251,7 +278,7 @@ def judge(report: Report, policy: GatePolicy, baseline: Report | None = None, *,
             criteria.append(_at_least(want.name, found[0], want.min, f"attack {found[1]}",
                                       interval[1] if interval else None))
     if policy.require_checks_pass:
-        criteria.append(_checks(report))
+        criteria.append(_checks(report, policy))
     if base is not None and baseline is not None:
         criteria += _regressions(report, baseline, entry, base, policy, final)
     return Verdict(criteria=criteria)
