@@ -87,14 +87,16 @@ class MinNormOutcome:
 
 def fmn(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l2", steps: int = STEPS,
         target: Tensor | None = None, stop_below: Tensor | float | None = None,
-        alpha: float | None = None, give_up: dict[int, float] | None = None) -> MinNormOutcome:
+        alpha: float | None = None, give_up: dict[int, float] | None = None,
+        far: Tensor | float | None = None) -> MinNormOutcome:
     """FMN on the batch (x in [0, 1], labels y, the model in eval mode), after adv_lib's `fmn`.
 
     target: per-sample target classes (targeted: the point must be classified as a class ≠ y,
     found by pushing z_t above z_y). stop_below: per-sample (or one) distance at which a sample is
     done: it leaves the batch once its best distance is ≤ it (the sweep needs no smaller one).
     give_up {k: f} (with stop_below): after k iterations a sample whose best distance is still
-    above f × stop_below (or none found) leaves the batch too: it will not come down to the radius.
+    above f × stop_below (or none found) leaves the batch too: it will not come down to the radius
+    (`far`, per sample or one: the distance f multiplies instead of stop_below).
     Every sample's trajectory is its own, whoever else is in the batch.
     """
     n = len(x)
@@ -106,6 +108,8 @@ def fmn(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l2", steps: int 
         return MinNormOutcome(distance, x_best)
     stop = None if stop_below is None else torch.as_tensor(stop_below, dtype=torch.float32,
                                                           device=x.device).expand(n).clone()
+    limit = stop if far is None or stop is None else torch.as_tensor(far, dtype=torch.float32,
+                                                                      device=x.device).expand(n).clone()
     worst = _norm(torch.maximum(x, 1 - x), norm)
     active = torch.arange(n, device=x.device)
     delta = torch.zeros_like(x)
@@ -148,7 +152,7 @@ def fmn(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l2", steps: int 
         if stop is not None:
             keep = distance[active] > stop[active]
             if give_up and k + 1 in give_up:
-                keep &= distance[active] <= give_up[k + 1] * stop[active]
+                keep &= distance[active] <= give_up[k + 1] * limit[active]
             if not keep.all():
                 active = active[keep]
                 if not active.numel():
@@ -214,10 +218,12 @@ def min_norm_at(ctx: SweepContext, i: int, *, steps: int = STEPS, targets: int =
 
 
 def min_norm_distances(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l2", steps: int = STEPS,
-                       targets: int = TARGETS, batch_size: int = 256) -> MinNormOutcome:
+                       targets: int = TARGETS, batch_size: int = 256, stop_below: float | None = None,
+                       far: float | None = None, give_up: dict[int, float] | None = None) -> MinNormOutcome:
     """Targeted FMN's smallest distance per sample over its `targets` most likely wrong classes, without
     early stop (the checks, the comparison with FAB), on the CPU. Every point is verified: a point an
-    fp32 forward classifies correctly, or outside [0, 1], gets distance inf."""
+    fp32 forward classifies correctly, or outside [0, 1], gets distance inf. stop_below, far, give_up:
+    as `fmn` (a sample stops once within stop_below; gives up when far above `far`)."""
     device = next(iter(model.parameters()), torch.empty(0)).device
     distances, points = [], []
     for lo in range(0, len(x), batch_size):
@@ -227,7 +233,8 @@ def min_norm_distances(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l
         best = MinNormOutcome(torch.full((len(xb),), float("inf"), device=device), xb.clone())
         for rank in range(1, min(targets + 1, ranked.shape[1])):
             target = torch.where(ranked[:, 0] == yb, ranked[:, rank], ranked[:, rank - 1])
-            out = fmn(model, xb, yb, norm=norm, steps=steps, target=target)
+            out = fmn(model, xb, yb, norm=norm, steps=steps, target=target, stop_below=stop_below, far=far,
+                      give_up=give_up)
             closer = out.distance < best.distance
             best.distance[closer] = out.distance[closer]
             best.x_best[closer] = out.x_best[closer]

@@ -301,3 +301,51 @@ def audit_checks(attacks: list[AttackSpec], correct: Correct, *, fast: bool = Fa
     if converged is not None:
         checks.append(converged)
     return checks
+
+
+MIN_NORM_TARGETS = 3  # the check's FMN: the 3 most likely wrong classes, 100 iterations each
+MIN_NORM_GIVE_UP = {20: 1.5}  # after 20 iterations a sample still 1.5× the largest radius away is left alone
+MIN_NORM_FAIL = 0.02  # survivors within ε of the boundary, as a share of the audit samples: fail above
+
+
+def min_norm_consistent(model: nn.Module, x: Tensor, y: Tensor, survivors: dict[str, dict[float, Tensor]],
+                        batch_size: int = 256) -> Check | None:
+    """A minimum-norm attack's distances against the reported survivors (issue 23): at every radius,
+    targeted FMN (models/attacks/min_norm.py) on the audit samples every attack left standing; a
+    survivor with a verified misclassified point within ε of it (an fp32 forward, inside [0, 1]) is
+    an attack that failed at that radius. `survivors[norm][eps]`: N bool over x, still correct in
+    the worst case. None when nothing survives anywhere."""
+    from models.attacks.min_norm import min_norm_distances
+
+    rows: list[tuple[str, float, int, int]] = []  # (norm, ε, survivors, within ε)
+    for norm, by_eps in survivors.items():
+        radii = sorted(by_eps)
+        if not radii:
+            continue
+        left = torch.zeros(len(x), dtype=torch.bool)
+        for eps in radii:
+            left |= by_eps[eps].cpu()
+        if not left.any():
+            continue
+        found = min_norm_distances(model, x[left], y[left], norm=norm, targets=MIN_NORM_TARGETS,
+                                   batch_size=batch_size, stop_below=radii[0], far=radii[-1],
+                                   give_up=MIN_NORM_GIVE_UP)
+        distance = torch.full((len(x),), float("inf"))
+        distance[left] = found.distance
+        for eps in radii:
+            alive = by_eps[eps].cpu()
+            rows.append((norm, eps, int(alive.sum()), int((alive & (distance <= eps * (1 + 1e-6))).sum())))
+    if not rows:
+        return None
+    samples = max(len(x), 1)
+    norm, eps, alive, within = max(rows, key=lambda r: (r[3], -r[1]))
+    status: Status = "fail" if within > MIN_NORM_FAIL * samples else "warn" if within else "pass"
+    detail = "; ".join(f"{n} ε {e:g}: {w}/{a} survivors within ε" for n, e, a, w in rows)
+    return Check(
+        name="min_norm_consistent",
+        status=status,
+        detail=f"a minimum-norm attack (FMN) found misclassified points within ε of survivors the attacks left "
+        f"({detail}, of {len(x)} audit samples)",
+        values={"within": within, "survivors": alive, "eps": eps, "norm": norm, "samples": len(x),
+                "rows": [{"norm": n, "eps": e, "survivors": a, "within": w} for n, e, a, w in rows]},
+    )

@@ -20,6 +20,7 @@ from core.specs.evaluation import APGDAttack, FGSMAttack, PGDAttack, SquareAttac
 from models.attacks import DECISION_BLOCK, AttackResult, run_attack
 from models.attacks.context import SweepContext
 from models.attacks.keyed import keyed_bits, mix_seed
+from models.attacks.min_norm import min_norm_at, min_norm_state
 from models.attacks.square import square_attack
 from models.attacks.steps import PGD_START, start_noise
 from tests.unit.attack_fixtures import trained_digits_mlp
@@ -126,6 +127,38 @@ def test_escalation_is_decided_per_block_and_shards_agree(trained) -> None:
     whole = run_attack(rounded, x[:200], y[:200], spec, seed=SEED, batch_size=128)
     assert any(m["member"] == "square-5000" for m in whole.members)
     _assert_same(whole, _sharded(rounded, x[:200], y[:200], spec, batch_size=64))
+
+
+def test_min_norm_member_is_shard_invariant(trained) -> None:
+    """The L2 suite's FMN member (one run at the first radius, its distances reused at the next):
+    shards and batch sizes give the whole run's result bit for bit."""
+    model, x, y = trained
+    spec = SuiteSpec(kind="suite", norm="l2", eps=[0.3, 0.5])
+    whole = run_attack(model, x, y, spec, seed=SEED, batch_size=256)
+    fmn = [m for m in whole.members if m["member"] == "fmn-t"]
+    assert fmn and fmn[0]["gradient_evaluations"] > 0
+    _assert_same(whole, _sharded(model, x, y, spec, batch_size=256))
+    _assert_same(whole, _sharded(model, x, y, spec, batch_size=32))
+
+    # the member alone (APGD leaves it nothing to break on this plain model): its breaks and distances
+    def alone(lo: int, hi: int, batch_size: int) -> tuple[Tensor, Tensor]:
+        eps = [0.3, 0.45]
+        ctx = SweepContext(model=model, x=x[lo:hi], y=y[lo:hi], eps=eps, offset=lo, seed=SEED, norm="l2",
+                           broken=torch.zeros(len(eps), hi - lo, dtype=torch.bool), batch_size=batch_size)
+        ctx.clean_pass()
+        for i in range(len(eps)):
+            min_norm_at(ctx, i)
+        state = min_norm_state(ctx)
+        assert state is not None
+        return ctx.broken, state.distance
+
+    broken, distance = alone(0, N, 256)
+    assert 0 < int(broken[0].sum()) < int(broken[1].sum())
+    for batch_size in (256, 32):
+        parts = [alone(lo, lo + SHARD, batch_size) for lo in range(0, N, SHARD)]
+        assert torch.equal(broken, torch.cat([p[0] for p in parts], dim=1))
+        if batch_size == 256:  # (a one-row tail batch may round a distance differently, never a verdict here)
+            assert torch.equal(distance.nan_to_num(-1.0), torch.cat([p[1] for p in parts]).nan_to_num(-1.0))
 
 
 def test_decision_block_divides_the_documented_shard_sizes() -> None:
