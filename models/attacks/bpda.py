@@ -11,6 +11,7 @@ those operations.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -112,18 +113,8 @@ def _is_integer_cast(node: fx.Node) -> bool:
     return any(v in _INTEGER for v in values)
 
 
-def straight_through(model: nn.Module, probe: Tensor | None = None) -> tuple[nn.Module, list[str]] | None:
-    """(the twin, the operations replaced), or None: not traceable, nothing to replace, or the twin's
-    outputs differ from the model's on `probe` (inputs in [0, 1])."""
-    try:
-        graph_module = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
-    except Exception as error:
-        log.info("BPDA: torch.fx cannot trace the model (%s)", error)
-        return None
-    if graph_module is model:
-        import copy
-
-        graph_module = copy.deepcopy(model)
+def _rewrite(graph_module: fx.GraphModule) -> list[str]:
+    """Replace the transforms of one graph in place; the operations replaced."""
     replaced: list[str] = []
     for node in list(graph_module.graph.nodes):
         if node.op == "call_function" and node.target in _FUNCTIONS:
@@ -136,22 +127,40 @@ def straight_through(model: nn.Module, probe: Tensor | None = None) -> tuple[nn.
             replaced.append(f"{node.target}(integer)")
             node.op, node.target = "call_function", st_cast
         elif node.op == "call_module":
-            replacement = _module_replacement(graph_module.get_submodule(str(node.target)))
+            module = graph_module.get_submodule(str(node.target))
+            replacement = _module_replacement(module)
             if replacement is not None:
-                replaced.append(type(graph_module.get_submodule(str(node.target))).__name__)
+                replaced.append(f"{type(module).__name__}:{node.target}")
                 graph_module.add_submodule(str(node.target), replacement)
+    if replaced:
+        graph_module.graph.lint()
+        graph_module.recompile()
+    return replaced
+
+
+def straight_through(model: nn.Module, probe: Tensor | None = None) -> tuple[nn.Module, list[str]] | None:
+    """(the twin, the operations replaced), or None: not traceable, nothing to replace, or the twin's
+    outputs differ from the model's on `probe` (inputs in [0, 1]). A model that torch.fx cannot trace
+    as a whole but holds graphs (an onnx2torch conversion behind a wrapper) gets those rewritten."""
+    twin: nn.Module = copy.deepcopy(model)
+    graphs = [m for m in twin.modules() if isinstance(m, fx.GraphModule)]
+    if not isinstance(twin, fx.GraphModule):
+        try:
+            twin = fx.symbolic_trace(twin)
+            graphs = [twin]
+        except Exception as error:
+            log.info("BPDA: torch.fx cannot trace the model as a whole (%s)", error)
+    replaced = [name for graph in graphs for name in _rewrite(graph)]
     if not replaced:
         return None
-    graph_module.graph.lint()
-    graph_module.recompile()
-    graph_module.eval()
+    twin.eval()
     if probe is not None:
         with torch.no_grad():
             try:
-                same = torch.equal(graph_module(probe), model(probe))
+                same = torch.equal(twin(probe), model(probe))
             except Exception as error:
                 log.info("BPDA: the straight-through twin does not run (%s)", error)
                 return None
         if not same:
             return None
-    return graph_module, replaced
+    return twin, replaced

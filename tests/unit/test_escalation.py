@@ -166,3 +166,32 @@ def test_randomized_model_reports_eot_draws_and_sampling_error(digits, plain) ->
     eot = [e for e in evaluation.escalations if e.name == "eot"]
     assert eot and all("4 draws" in e.detail and "±" in e.detail for e in eot), eot
     assert all(t.status != "trusted" for t in evaluation.radius_trust)
+
+
+def test_bpda_replaces_rounding_and_integer_casts_in_an_onnx_graph(tmp_path) -> None:
+    """An ONNX graph converted by onnx2torch (models/sources/onnx_model.py) gets its straight-through twin."""
+    from models.sources.onnx_model import load_onnx
+
+    class Quantized(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(64, 10)
+
+        def forward(self, x: Tensor) -> Tensor:
+            levels = torch.floor(x.flatten(1) * 255).to(torch.int32).to(torch.float32) / 255
+            return self.linear(torch.round(levels * 3) / 3)
+
+    torch.manual_seed(0)
+    path = tmp_path / "quantized.onnx"
+    torch.onnx.export(Quantized().eval(), (torch.rand(2, 1, 8, 8),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+    model = load_onnx(path, 10_000_000).eval()
+    x = torch.rand(8, 1, 8, 8)
+    found = straight_through(model, x)
+    assert found is not None
+    twin, replaced = found
+    assert len(replaced) >= 3, replaced  # Floor, Cast to int32, Round
+    assert torch.equal(twin(x), model(x))
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(twin(xg).sum(), xg)
+    assert grad.abs().sum() > 0
