@@ -44,8 +44,9 @@ def test_compare_job_succeeds_with_artifacts_in_the_store(service: Service) -> N
     prefix = record.result_prefix
     assert prefix is not None and prefix.startswith(f"jobs/{job_id}/result-")
     assert set(store.list(prefix)) == set(record.artifacts)
-    # resume state discarded, nothing else left under the job
-    assert set(store.list(f"jobs/{job_id}")) == {f"{prefix.split('/', 2)[2]}/{n}" for n in record.artifacts}
+    # resume state and the units' files discarded (right after the finish: wait for it), nothing else left
+    wait_for(lambda: set(store.list(f"jobs/{job_id}")) == {f"{prefix.split('/', 2)[2]}/{n}" for n in record.artifacts},
+             60, "only the result to be left under the job")
     report = json.loads(store.open(prefix, "report.json").read())
     assert {r["regularizer"] for r in report["runs"]} == {"erm", "doubleback"}
     # scratch space cleaned up: after the finish the client sees, so wait for it (a condition, not a speed)

@@ -93,20 +93,23 @@ def test_reaper_hands_out_a_queued_job_that_rq_lost(service: Service) -> None:
 
 
 def test_a_released_execution_kills_itself(service: Service) -> None:
-    """What the stall watchdog relies on: once released, the running execution stops within a heartbeat."""
+    """What the stall watchdog relies on: once released, the running execution stops within a heartbeat.
+    The execution here is the job's training unit (a job runs as units; each is released like a job)."""
     job_id = service.submit(slow_spec(epochs=200))
     worker = service.start_worker()
     wait_for(lambda: service.training_epoch(job_id) >= 2, 60, "training")
+    unit = service.train_unit(job_id).id
     horse = service.horse(worker)
     assert horse is not None
-    token = service.store.execution(job_id)
+    token = service.store.execution(unit)
     assert token is not None
-    assert reaper(service).release(job_id, token, JobError(type="Stalled", message="test"), stop=False)
+    assert reaper(service).release(unit, token, JobError(type="Stalled", message="test"), stop=False)
     wait_for(lambda: not horse.is_running() or horse.status() == psutil.STATUS_ZOMBIE, 5, "the horse to die")
-    # ... and the job runs again (attempt 2) on the same worker.
-    wait_for(lambda: service.get(job_id).attempts == 2, 30, "the second attempt")
+    # ... and the unit runs again (attempt 2) on the same worker.
+    wait_for(lambda: service.get(unit).attempts == 2, 30, "the second attempt")
     service.store.request_cancel(job_id)
     assert service.wait_status(job_id, JobStatus.CANCELLED, timeout=10).status is JobStatus.CANCELLED
+    assert service.wait_status(unit, JobStatus.CANCELLED, timeout=10).status is JobStatus.CANCELLED
 
 
 def test_redis_restart_with_aof_loses_no_accepted_job(tmp_path: Path, key_prefix: str) -> None:
