@@ -131,6 +131,7 @@ def main() -> None:
         with torch.no_grad():
             clean = float((model(x).argmax(dim=1) == y).double().mean())
         suite = measure(model, x, y, SuiteSpec(kind="suite", norm="l2", eps=EPS))
+        print(f"   {name}: suite {suite['accuracy']} in {suite['seconds']:.1f} s", flush=True)
         cached = args.cache / f"reference-{name}-{args.epochs}-{len(x)}.pt"
         if cached.exists() and not args.fresh_reference:
             reference = torch.load(cached, weights_only=False)
