@@ -195,3 +195,34 @@ def test_bpda_replaces_rounding_and_integer_casts_in_an_onnx_graph(tmp_path) -> 
     xg = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(twin(xg).sum(), xg)
     assert grad.abs().sum() > 0
+
+
+class _FlippedST(torch.autograd.Function):
+    """Rounding with a straight-through gradient whose sign is flipped on a fixed 15 % of the pixels:
+    dense, finite, non-zero, and wrong (issue 23)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.round(x * 3) / 3
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        flip = torch.ones_like(grad[0])
+        flip.view(-1)[torch.randperm(flip.numel(), generator=torch.Generator().manual_seed(0))[
+            : int(0.15 * flip.numel())]] = -1
+        return grad * flip
+
+
+class FlippedST(_Wrap):
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.inner(_FlippedST.apply(x))
+        return out
+
+
+def test_flipped_straight_through_is_close_to_its_twin_or_flagged_at_that_radius(digits, plain) -> None:
+    flipped = _evaluate("flipped", FlippedST(plain), digits)
+    twin = _evaluate("straight-through", StraightThrough(plain), digits)
+    honest = {w.eps: w.accuracy for w in twin.worst_case}
+    trust = {t.eps: t.status for t in flipped.radius_trust}
+    for w in flipped.worst_case:
+        assert w.accuracy <= honest[w.eps] + 0.005 or trust[w.eps] != "trusted", (w, honest, trust)
