@@ -171,7 +171,8 @@ def test_suite_is_as_strong_as_the_autoattack_reference(trained) -> None:
     for ours, theirs in zip(suite.accuracy(), reference.accuracy(), strict=True):
         assert ours <= theirs + 0.003
     assert suite.gradient_evaluations * 3 < reference.gradient_evaluations
-    assert suite.forwards * 10 < reference.forwards
+    # the Square control spends 1,000 queries per survivor (issue 23; it was 100): about 6x fewer forwards here
+    assert suite.forwards * 5 < reference.forwards
 
 
 def test_suite_records_members_and_keeps_the_sweep_rules(trained) -> None:
@@ -245,7 +246,8 @@ def test_suite_escalates_square_on_a_rounded_model_and_gives_up_on_hopeless_samp
     for m in escalated:
         assert m["pruned"] > m["attacked"] // 2
         assert m["forwards"] < 0.25 * m["attacked"] * 5001
-    assert suite.forwards * 4 < square.forwards
+    # the Square control's own 1,000 queries per survivor (issue 23; it was 100) come before the escalation
+    assert suite.forwards * 2 < square.forwards
 
 
 def test_bf16_pgd_never_reports_more_than_fp32(trained, monkeypatch) -> None:
