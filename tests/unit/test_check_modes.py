@@ -95,4 +95,4 @@ def test_a_logit_scaled_model_gets_no_failed_check_and_the_reference_number(digi
     reference = run_attack(scaled, x, y, AutoAttackSpec(kind="autoattack", eps=[0.1, 0.2]), seed=0, batch_size=256)
     suite = {w.eps: w.accuracy for w in evaluation.worst_case}
     for i, eps in enumerate(reference.eps):
-        assert suite[eps] <= float(reference.correct[i].double().mean()) + 1e-9, (eps, suite)
+        assert suite[eps] == pytest.approx(float(reference.correct[i].double().mean())), (eps, suite)
