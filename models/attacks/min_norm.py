@@ -151,7 +151,7 @@ def fmn(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l2", steps: int 
         delta[active] = moved - xa
         if stop is not None:
             keep = distance[active] > stop[active]
-            if give_up and k + 1 in give_up:
+            if give_up and k + 1 in give_up and limit is not None:
                 keep &= distance[active] <= give_up[k + 1] * limit[active]
             if not keep.all():
                 active = active[keep]

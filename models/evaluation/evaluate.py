@@ -47,6 +47,7 @@ from models.evaluation.checks import (
     gradient_stats,
     incomplete_optimization,
     large_eps_reaches_chance,
+    min_norm_consistent,
     predictions_stable,
     silent_success,
     training_healthy,
@@ -55,6 +56,7 @@ from models.evaluation.checks import (
 )
 from models.evaluation.sensitivity import measure_sensitivity
 from models.evaluation.shards import AttackOutcome, ShardOutcome, merge_shards, shard_ranges
+from models.evaluation.unit_test import attack_unit_test
 from models.regularizers.base import per_sample_loss
 
 log = logging.getLogger(__name__)
@@ -370,6 +372,15 @@ def finish_evaluation(
             worst = {(w.norm, w.eps): w.accuracy for w in worst_case_curves(clean_correct, broken)}
             robust = [r.model_copy(update={"accuracy": min(r.accuracy, worst[r.norm, r.eps])})
                       if r.attack == "suite" else r for r in robust]
+        # issue 23: FMN's distances against the survivors; `full`: the attack unit test (binarization test)
+        consistent = timed("min_norm_consistent", lambda: min_norm_consistent(
+            model, xa, ya, {norm: {e: ~b[:audit] for e, b in by_eps.items()} for norm, by_eps in broken.items()},
+            evaluation.batch_size, strong=any(a.kind in ("suite", "autoattack") for a in evaluation.attacks)))
+        checks += [consistent] if consistent is not None else []
+        if mode == "full":
+            unit = timed("attack_unit_test", lambda: attack_unit_test(model, xa, ya, evaluation.attacks, seed=seed,
+                                                                       batch_size=evaluation.batch_size))
+            checks += [unit] if unit is not None else []
     if progress:
         progress("sensitivity")
     few = min(audit, FAST_AUDIT) if mode != "full" else audit

@@ -58,7 +58,8 @@ class Features(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.layer is None:
-            return self.model(x).float().flatten(1)
+            out: Tensor = self.model(x).float().flatten(1)
+            return out
         seen: list[Tensor] = []
         handle = self.layer.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0]))
         try:
@@ -86,8 +87,10 @@ def _directions(x: Tensor, count: int, norm: str, generator: torch.Generator) ->
     """count×… unit-norm directions (L2) or sign vectors (L∞) around x."""
     noise = torch.randn((count, *x.shape), generator=generator)
     if norm == "linf":
-        return noise.sign()
-    return noise / noise.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *([1] * x.dim()))
+        signs: Tensor = noise.sign()
+        return signs
+    unit: Tensor = noise / noise.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *([1] * x.dim()))
+    return unit
 
 
 def binarized_classifier(model: nn.Module, x: Tensor, eps: float, norm: str, seed: int, key: int
@@ -112,7 +115,7 @@ def binarized_classifier(model: nn.Module, x: Tensor, eps: float, norm: str, see
     for _ in range(READOUT_STEPS):
         optimizer.zero_grad()
         loss = F.binary_cross_entropy_with_logits(z @ weight + bias, labels, pos_weight=positive)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
     with torch.no_grad():
         scores = z @ weight + bias

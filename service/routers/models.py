@@ -42,8 +42,9 @@ REFUSED = {".pt2": "torch.export archives (.pt2) are refused: torch's loader may
            ".ts": "TorchScript is refused: loading it runs code", ".pkl": "pickled files are refused",
            ".pickle": "pickled files are refused"}
 FIELDS = ("model", "architecture", "params", "input_shape", "num_outputs")
-_REPEAT: dict[int | str, dict[str, Any]] = {200: {"description": "The same file with the same declaration was uploaded before: the stored model",
-                 "model": ModelCreated}}
+_REPEAT: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The same file with the same declaration was uploaded before: the stored model",
+          "model": ModelCreated}}
 
 _BODY = {
     "required": True,
