@@ -39,6 +39,20 @@ class Journal:
                 "attempt": str(attempt), "started": f"{time.time():.3f}"}
         self.redis.hset(self._current_key(job_id), mapping=info)
 
+    def _fused_key(self, rq_job: str) -> str:
+        return f"{self.prefix}rq:{rq_job}:fused"
+
+    def fused(self, rq_job: str, job_id: str) -> None:
+        """An execution that one RQ delivery ran after the job it named (a job's first unit after its
+        plan, its assembly after its last unit): the worker parent settles these too."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(self._fused_key(rq_job), job_id)
+        pipe.expire(self._fused_key(rq_job), 7 * 24 * 3600)
+        pipe.execute()
+
+    def fused_with(self, rq_job: str) -> list[str]:
+        return [str(i) for i in self.redis.lrange(self._fused_key(rq_job), 0, -1)]
+
     def current(self, job_id: str) -> dict[str, str] | None:
         raw = self.redis.hgetall(self._current_key(job_id))
         return {str(k): str(v) for k, v in raw.items()} if raw else None

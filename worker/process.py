@@ -126,8 +126,13 @@ class RobustlabWorker(Worker):
             log.warning("could not settle job %s after its process ended: %s", job.id, exc)
 
     def settle(self, job: Job, seconds: float) -> None:
-        """After the horse exits: finish what it left undone (it was killed, timed out or stopped)."""
+        """After the horse exits: finish what it left undone (it was killed, timed out or stopped),
+        for the job its delivery named and for the executions it ran after it in the same process."""
         job_id = str(job.args[0]) if job.args else job.id.rsplit("_", 1)[0]
+        for execution in [job_id, *self.journal.fused_with(job.id)]:
+            self._settle_one(execution, job, seconds)
+
+    def _settle_one(self, job_id: str, job: Job, seconds: float) -> None:
         record = self.store.get(job_id)
         if record is None:
             return

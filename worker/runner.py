@@ -55,7 +55,12 @@ class CheckpointUnavailable(ValueError):
 
 
 class UnitsPlanned(Exception):
-    """The job's first execution handed the job over to its units: it ends without finishing the job."""
+    """The job's first execution handed the job over to its units: it ends without finishing the job.
+    `first`: the unit it runs next in the same process (None: none may start yet)."""
+
+    def __init__(self, job_id: str, first: str | None) -> None:
+        super().__init__(job_id)
+        self.first = first
 
 
 # An absolute path on the worker (not a URL's path): shown by its last part only.
@@ -103,9 +108,22 @@ class JobRunner:
         self.token = ""
         self.parent_id: str | None = None
         self.heartbeat: Heartbeat | None = None
+        self.next_up: str | None = None  # the execution this process runs next (see run)
+        self.fused = False  # this execution was handed on in the process of another
 
     # ------------------------------------------------------------------ entry
     def run(self) -> None:
+        """This execution, then the one it hands on to in the same process: the job's first unit
+        after planning it, the job's assembly after its last unit. Torch is loaded already, so that
+        saves a process start and an import per hand-over; the next unit's RQ delivery
+        (if dispatch made one meanwhile) finds it running or finished and stands down."""
+        self._run_once()
+        if self.next_up:
+            follow = JobRunner(self.settings, self.next_up)
+            follow.fused = True
+            follow.run()
+
+    def _run_once(self) -> None:
         started = self._start()
         if started is None:
             return
@@ -113,7 +131,10 @@ class JobRunner:
         self.token = token
         attempt = record.attempts + 1
         worker = os.environ.get("RQ_WORKER_ID", "")
-        self.journal.begin(self.job_id, token=token, rq_job=self._rq_job_id(), worker=worker, attempt=attempt)
+        rq_job = self._rq_job_id()
+        self.journal.begin(self.job_id, token=token, rq_job=rq_job, worker=worker, attempt=attempt)
+        if self.fused and rq_job:  # the worker parent settles it too if this process dies
+            self.journal.fused(rq_job, self.job_id)
         phase = "unit" if record.parent else record.phase or "plan"
         self.journal.event(self.job_id, "started", execution=token[:8], attempt=attempt, worker=worker, phase=phase)
         log.info("job %s: execution %s started (attempt %d)", self.job_id, token[:8], attempt)
@@ -124,9 +145,10 @@ class JobRunner:
         try:
             names = self._execute(record)
             self._publish(names)
-        except UnitsPlanned:
+        except UnitsPlanned as planned:
             heartbeat.stop()
             shutil.rmtree(self.work_dir, ignore_errors=True)
+            self.next_up = planned.first
             return
         except ExecutionStopped:
             heartbeat.stop()
@@ -212,8 +234,8 @@ class JobRunner:
             return self.units.run_unit(record, spec)
         if record.phase == "assemble":
             return self.units.assemble(record, spec)
-        self.units.plan(record, spec)  # the first execution: split the job into units
-        raise UnitsPlanned(self.job_id)
+        first = self.units.plan(record, spec)  # the first execution: split the job into units
+        raise UnitsPlanned(self.job_id, first)
 
     def _fetch_checkpoint(self, record: JobRecord) -> Path:
         return self._fetch_model(record.checkpoint or "", record.tenant)
@@ -280,8 +302,8 @@ class JobRunner:
         log.info("job %s %s%s", self.job_id, status.value, f": {error.type}: {error.message}" if error else "")
         self._event("finished", status=status.value, error=error.type if error else None)
         self.cleanup()
-        if self.parent_id:
-            advance(self.store, self.parent_id)  # the next units may go, or the job's report
+        if self.parent_id and advance(self.store, self.parent_id) == "assemble" and status is JobStatus.SUCCEEDED:
+            self.next_up = self.parent_id  # the last unit: merge the job's report in this process
         return True
 
     def cleanup(self) -> None:

@@ -50,7 +50,8 @@ class UnitExecution:
         return ProgressReporter(r.store, r.job_id, r.token, runs=runs, stage_steps=steps, **kwargs)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ plan
-    def plan(self, record: JobRecord, spec: ExperimentSpec) -> None:
+    def plan(self, record: JobRecord, spec: ExperimentSpec) -> str | None:
+        """Plan the job's units; returns the first that may start at once (this process runs it next)."""
         r = self.runner
         reporter = self._reporter([], 1)
         reporter.report("planning", "splitting the job into work units", 0.0, force=True)
@@ -67,6 +68,7 @@ class UnitExecution:
             raise ExecutionStopped(f"job {record.id}: cancelled or fenced out while planning")
         r._event("planned", units=len(ids))
         log.info("job %s: %d units queued", record.id, len(ids))
+        return next((unit_id for unit_id, work in zip(ids, works, strict=True) if not work.after), None)
 
     # ------------------------------------------------------------------ one unit
     def _siblings(self, record: JobRecord) -> dict[str, JobRecord]:
