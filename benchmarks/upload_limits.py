@@ -9,17 +9,15 @@ real checker processes): `python benchmarks/upload_limits.py [--redis redis://12
 - a 1 MiB request header gets 431, and /healthz's latency meanwhile (target < 100 ms);
 - 3,000 unknown form fields (180 MB) are refused, and the API's memory growth (target < 50 MiB).
 
-Results (one run, 2026-12-06, the 2-core development machine shared with other agents' test runs,
-load average ~5; absolute times here are mostly waiting for a core):
-- bomb: 422 over_limits (MAX_FORWARD_FLOPS, 5.5·10¹² FLOPs counted from the graph) in 16.2 s;
-- legitimate ONNX CNN: 201 in 20.3 s; either check takes ~7 s of checker CPU, nearly all of it
-  importing torch and onnx2torch (`python -m worker.upload_check` alone: 7.0-7.5 s user CPU, the same
-  as before the measurement was added);
+Results (one run, 2026-12-06, the 2-core development machine otherwise idle):
+- bomb: 422 over_limits (MAX_FORWARD_FLOPS, 5.5·10¹² FLOPs counted from the graph) in 6.4 s;
+- legitimate ONNX CNN: 201 in 6.1 s (mostly the checker importing torch and onnx2torch);
 - tenant A's 11 heavy uploads: 2 × 422 (check_cpu_seconds), 9 × 429 at once; tenant B's CNN during
-  them: 201 in 40.9 s (started at once on the slot A may not take, then shared the cores with A's
-  check and the machine's other load: 2.0× its time alone, over the 30 s target on this machine);
-- 1 MiB header: 431; /healthz at most 98 ms over 50 polls meanwhile;
+  them: 201 in 5.4 s;
+- 1 MiB header: 431; /healthz at most 17 ms over 50 polls meanwhile;
 - 3,000 unknown form fields (180 MB): 422 at the first; API memory +0.5 MiB.
+A run while other test runs loaded the machine (load average ~5) took 16.2 s, 20.3 s and 40.9 s for
+the first three (waiting for a core).
 """
 
 from __future__ import annotations
