@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,3 +27,16 @@ def trained_digits_mlp(samples: int) -> tuple[nn.Module, Tensor, Tensor]:
             F.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
             optimizer.step()
     return model.eval(), data.x_test[:samples], data.y_test[:samples]
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test (the CPU kernels are then bitwise deterministic), restored after.
+    Modules that compare results bit for bit use it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+

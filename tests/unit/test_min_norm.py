@@ -3,8 +3,6 @@ one run for every radius of the sweep."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torchattacks
@@ -16,19 +14,12 @@ from models.attacks.context import CountingModel, SweepContext
 from models.attacks.min_norm import fmn, min_norm_at, min_norm_distances, min_norm_state, project
 from models.attacks.reference import ImageView
 from models.attacks.suite import MIN_NORM, members_for
-from tests.unit.attack_fixtures import trained_digits_mlp
+from tests.unit.attack_fixtures import one_thread, trained_digits_mlp  # noqa: F401 (a fixture)
 
 N = 60
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

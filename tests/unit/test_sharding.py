@@ -10,7 +10,6 @@ that the CPU kernels are bitwise deterministic.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -23,7 +22,7 @@ from models.attacks.keyed import keyed_bits, mix_seed
 from models.attacks.min_norm import min_norm_at, min_norm_state
 from models.attacks.square import square_attack
 from models.attacks.steps import PGD_START, start_noise
-from tests.unit.attack_fixtures import trained_digits_mlp
+from tests.unit.attack_fixtures import one_thread, trained_digits_mlp  # noqa: F401 (a fixture)
 
 N = 300
 SHARD = 100
@@ -43,14 +42,7 @@ SPECS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

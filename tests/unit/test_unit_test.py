@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import Tensor, nn
 
 from core.specs.evaluation import FGSMAttack, SuiteSpec
 from models.evaluation.unit_test import Features, attack_unit_test, binarized_classifier
-from tests.unit.attack_fixtures import trained_digits_mlp
+from tests.unit.attack_fixtures import one_thread, trained_digits_mlp  # noqa: F401 (a fixture)
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
