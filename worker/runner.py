@@ -187,7 +187,7 @@ class JobRunner:
         lock = f"{self.settings.key_prefix}job:{self.job_id}:starting"
         if not self.store.redis.set(lock, self._rq_job_id() or "?", nx=True, px=10_000):
             log.warning("job %s is being started by another delivery: this one stands down", self.job_id)
-            self.journal.event(self.job_id, "duplicate_skipped", rq_job=self._rq_job_id())
+            self.journal.event(self.job_id, "duplicate_skipped", rq_job=self._rq_job_id(), reason="starting")
             return None
         try:
             record = self.store.get(self.job_id)
@@ -196,14 +196,22 @@ class JobRunner:
                 return None
             if record.status.finished:
                 log.info("job %s is %s already: nothing to run", self.job_id, record.status.value)
+                self.journal.event(self.job_id, "duplicate_skipped", rq_job=self._rq_job_id(), reason="finished")
+                return None
+            if record.status is JobStatus.RUNNING and record.phase == "units":
+                # its units run it now (the plan's heartbeat has stopped on purpose): a stale delivery
+                # of the job must not plan it a second time; the last unit queues its assembly
+                log.warning("job %s is running as work units: duplicate delivery skipped", self.job_id)
+                self.journal.event(self.job_id, "duplicate_skipped", rq_job=self._rq_job_id(), reason="units")
                 return None
             if record.status is JobStatus.RUNNING and self._alive():
                 log.warning("job %s is running elsewhere (live heartbeat): duplicate delivery skipped", self.job_id)
-                self.journal.event(self.job_id, "duplicate_skipped", rq_job=self._rq_job_id())
+                self.journal.event(self.job_id, "duplicate_skipped", rq_job=self._rq_job_id(), reason="running")
                 return None
             token = self.store.start(self.job_id, worker=os.environ.get("RQ_WORKER_ID", ""))
             if token is None:
                 log.info("job %s could not be started (cancelled or finished meanwhile)", self.job_id)
+                self.journal.event(self.job_id, "duplicate_skipped", rq_job=self._rq_job_id(), reason="not startable")
                 return None
             self.store.dispatch()  # this delivery left the RQ queue: hand out the next waiting job
             return record, token
