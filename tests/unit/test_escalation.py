@@ -23,6 +23,7 @@ from models.attacks import run_attack
 from models.attacks.bpda import straight_through
 from models.datasets import load_dataset
 from models.evaluation.compare import report_of
+from models.evaluation.defended import FlippedStraightThrough, Randomized, Rounded, StraightThrough
 from models.evaluation.evaluate import evaluate_model
 from models.regularizers import build_regularizer
 from models.training import fit
@@ -45,44 +46,6 @@ def plain(digits) -> nn.Module:
     fit(model, build_regularizer(NoRegularizer(name="e", kind="none"), Task.CLASSIFICATION), digits,
         TrainingSpec(epochs=10, batch_size=32, lr=3e-3), seed=0, device=torch.device("cpu"))
     return model.eval()
-
-
-class _Wrap(nn.Module):
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-
-class Rounded(_Wrap):
-    """Inputs rounded to 4 levels (0, 1/3, 2/3, 1): a zero input gradient everywhere."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.inner(torch.round(x * 3) / 3)
-        return out
-
-
-class _RoundST(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        return torch.round(x * 3) / 3
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        return grad
-
-
-class StraightThrough(_Wrap):
-    """The same rounding with a straight-through gradient: attacks see the right gradient."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.inner(_RoundST.apply(x))
-        return out
-
-
-class Randomized(_Wrap):
-    def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.inner(x + 0.1 * torch.randn_like(x))
-        return out
 
 
 _CACHE: dict[str, object] = {}
@@ -197,30 +160,8 @@ def test_bpda_replaces_rounding_and_integer_casts_in_an_onnx_graph(tmp_path) -> 
     assert grad.abs().sum() > 0
 
 
-class _FlippedST(torch.autograd.Function):
-    """Rounding with a straight-through gradient whose sign is flipped on a fixed 15 % of the pixels:
-    dense, finite, non-zero, and wrong (issue 23)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        return torch.round(x * 3) / 3
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        flip = torch.ones_like(grad[0])
-        flip.view(-1)[torch.randperm(flip.numel(), generator=torch.Generator().manual_seed(0))[
-            : int(0.15 * flip.numel())]] = -1
-        return grad * flip
-
-
-class FlippedST(_Wrap):
-    def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.inner(_FlippedST.apply(x))
-        return out
-
-
 def test_flipped_straight_through_is_close_to_its_twin_or_flagged_at_that_radius(digits, plain) -> None:
-    flipped = _evaluate("flipped", FlippedST(plain), digits)
+    flipped = _evaluate("flipped", FlippedStraightThrough(plain), digits)
     twin = _evaluate("straight-through", StraightThrough(plain), digits)
     honest = {w.eps: w.accuracy for w in twin.worst_case}
     trust = {t.eps: t.status for t in flipped.radius_trust}
