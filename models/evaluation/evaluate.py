@@ -507,6 +507,14 @@ def _validity_checks(model: nn.Module, data: DatasetBundle, evaluation: Evaluati
     x, y = data.x_test[:audit], data.y_test[:audit]
 
     def own_correct(spec: AttackSpec, broken: Tensor | None) -> Tensor:
+        reused = _reuse_own(spec, results, outcome.clean_correct[:few]) if broken is None else None
+        if reused is not None:
+            survived, attack = reused
+            index = attack.nonzero().flatten()
+            if len(index):
+                survived[index] = run_attack(model, x[:few][index], y[:few][index], spec, seed=seed, batch_size=bs,
+                                             eot=eot).correct[0]
+            return survived
         already = None if broken is None else broken[:few].view(1, -1)
         return run_attack(model, x[:few], y[:few], spec, seed=seed, batch_size=bs, eot=eot,
                           already_broken=already).correct[0]
@@ -538,6 +546,25 @@ def _validity_checks(model: nn.Module, data: DatasetBundle, evaluation: Evaluati
     if surrogate is not None:
         checks += timed("transfer_not_stronger", lambda: _transfer_checks(model, surrogate, x, y, white, bs, seed))
     return checks
+
+
+def _reuse_own(spec: AttackSpec, results: list[tuple[AttackSpec, AttackOutcome]],
+               clean_correct: Tensor) -> tuple[Tensor, Tensor] | None:
+    """What the evaluation's own run of `spec` (one radius of one of its FGSM / PGD attacks) already
+    says about the first len(clean_correct) samples, for the checks that need each attack on its
+    own: (survived, still to attack). A sample the evaluation's run of that attack left standing
+    was attacked by it at that radius (anything given to it as broken counts as broken), and a
+    sample's random start is keyed by its index, so the same attack on its own leaves it standing
+    too; only the samples counted broken there (clean-correct ones: by this attack, by an earlier
+    one or at a smaller radius) are attacked again, and those mostly break in a few steps. None
+    when `spec` is not one of the evaluation's attacks."""
+    if spec.kind not in ("fgsm", "pgd") or len(spec.eps) != 1:
+        return None
+    for own, outcome in results:
+        if own.model_copy(update={"eps": spec.eps}) == spec and spec.eps[0] in outcome.eps:
+            survived = outcome.correct[outcome.eps.index(spec.eps[0])][: len(clean_correct)].clone()
+            return survived, ~survived & clean_correct
+    return None
 
 
 def check_losses(num_classes: int) -> tuple[str, ...]:
