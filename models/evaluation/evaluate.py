@@ -553,11 +553,14 @@ def _reuse_own(spec: AttackSpec, results: list[tuple[AttackSpec, AttackOutcome]]
     """What the evaluation's own run of `spec` (one radius of one of its FGSM / PGD attacks) already
     says about the first len(clean_correct) samples, for the checks that need each attack on its
     own: (survived, still to attack). A sample the evaluation's run of that attack left standing
-    was attacked by it at that radius (anything given to it as broken counts as broken), and a
-    sample's random start is keyed by its index, so the same attack on its own leaves it standing
-    too; only the samples counted broken there (clean-correct ones: by this attack, by an earlier
-    one or at a smaller radius) are attacked again, and those mostly break in a few steps. None
-    when `spec` is not one of the evaluation's attacks."""
+    was attacked by it at that radius with the same steps and restarts (a sample given to it as
+    broken, by an earlier attack or at a smaller radius, counts as broken), so that run is the
+    attack's own result for it; only the samples counted broken there (clean-correct ones) are
+    attacked again on their own, and those mostly break in a few steps. Every sample broken at a
+    smaller radius is among them, so the monotonicity check keeps its power. At the first radius
+    this is exactly the attack run alone (the same keyed starts); at a later one a survivor's start
+    was keyed by that radius's place in the sweep, another draw of the same attack. None when
+    `spec` is not one of the evaluation's attacks."""
     if spec.kind not in ("fgsm", "pgd") or len(spec.eps) != 1:
         return None
     for own, outcome in results:

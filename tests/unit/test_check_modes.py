@@ -27,6 +27,7 @@ from models.regularizers import build_regularizer
 from models.training import fit
 from robustlab.gate.verdict import _checks
 from tests.report_fixtures import evaluate_fixture
+from tests.unit.attack_fixtures import one_thread, trained_digits_mlp  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +97,32 @@ def test_a_logit_scaled_model_gets_no_failed_check_and_the_reference_number(digi
     suite = {w.eps: w.accuracy for w in evaluation.worst_case}
     for i, eps in enumerate(reference.eps):
         assert suite[eps] == pytest.approx(float(reference.correct[i].double().mean())), (eps, suite)
+
+
+def test_checks_reuse_the_evaluations_own_pgd_exactly(one_thread) -> None:
+    """The FGSM / PGD checks take the samples the evaluation's PGD left standing from its run
+    (evaluate._reuse_own): at the first radius the result equals PGD run on its own (the same keyed
+    starts); at the next, where a survivor's start was another draw, it is within 3 samples of it."""
+    from core.specs.evaluation import FGSMAttack, PGDAttack
+    from models.evaluation.evaluate import _reuse_own, evaluate_shard
+
+    model, x, y = trained_digits_mlp(100)
+    data = load_dataset(DigitsDataset(name="digits", seed=0))
+    fgsm = FGSMAttack(kind="fgsm", norm="linf", eps=[0.05, 0.1])
+    pgd = PGDAttack(kind="pgd", norm="linf", eps=[0.05, 0.1], steps=20)
+    evaluation = EvaluationSpec(attacks=[fgsm, pgd], max_samples=100)
+    outcome = evaluate_shard(model, data, evaluation, 0, 100)
+    results = list(zip(evaluation.attacks, outcome.attacks, strict=True))
+    for eps in pgd.eps:
+        single = pgd.model_copy(update={"eps": [eps]})
+        found = _reuse_own(single, results, outcome.clean_correct)
+        assert found is not None
+        survived, attack = found
+        index = attack.nonzero().flatten()
+        survived[index] = run_attack(model, x[index], y[index], single, seed=0, batch_size=256).correct[0]
+        alone = run_attack(model, x, y, single, seed=0, batch_size=256).correct[0]
+        if eps == pgd.eps[0]:
+            assert torch.equal(survived, alone)
+        assert abs(int(survived.sum()) - int(alone.sum())) <= 3, (eps, int(survived.sum()), int(alone.sum()))
+        assert int(attack.sum()) < 100  # it attacked fewer samples than the run on its own
+    assert _reuse_own(pgd.model_copy(update={"eps": [0.3]}), results, outcome.clean_correct) is None
