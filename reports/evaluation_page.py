@@ -30,7 +30,7 @@ from reports.evaluation import (
 from reports.html_charts import table as _table
 from reports.html_page import CSS, _badge, _check_item, _provenance
 from reports.plots import Series, color, line_chart
-from reports.render import NORM_LABELS, column_label, fmt_eps, pct, spec_name
+from reports.render import NORM_LABELS, cause_of_untrust, column_label, fmt_eps, pct, spec_name
 
 EVALUATION_CSS = """
 dl.facts{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:3px 14px;margin:0 0 8px;font-size:.9rem}
@@ -72,10 +72,10 @@ def _header(report: Report) -> str:
 def _banner(run: RunReport) -> str:
     if run.trustworthy:
         return ""
-    failed = ", ".join(c.name for c in run.checks if c.status == "fail") or "a validity check"
+    bad = [c for c in run.checks if c.status == "fail"]
+    failed = ", ".join(c.name for c in bad) or "a validity check"
     return (f'<div id="trust-banner" class="banner" role="alert"><strong>⚠ Untrustworthy robust accuracy</strong>: '
-            f"{escape(failed)} failed, so the robust accuracy below may reflect gradient masking, a broken attack "
-            f"or wrong input conventions, not robustness (see Validity checks).</div>")
+            f"{escape(failed)} failed; {escape(cause_of_untrust([(run, bad)]))} (See Validity checks.)</div>")
 
 
 def _headline(run: RunReport) -> str:

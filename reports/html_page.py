@@ -28,6 +28,7 @@ from reports.render import (
     SUITE_MEMBER_HEADER,
     SUITE_MEMBER_NOTE,
     attack_cost_rows,
+    cause_of_untrust,
     column_label,
     environment_items,
     fmt_eps,
@@ -184,8 +185,8 @@ def _trust_banner(report: Report) -> str:
         for r, cs in bad)
     names = ", ".join(dict.fromkeys(r.regularizer for r, _ in bad))
     return (f'<div id="trust-banner" class="banner" role="alert"><strong>⚠ Untrustworthy robust accuracy</strong> '
-            f"in {len(bad)} of {len(report.runs)} runs ({escape(names)}): a validity check failed, so their robust "
-            f"accuracy may reflect gradient masking or a broken attack, not robustness."
+            f"in {len(bad)} of {len(report.runs)} runs ({escape(names)}): a validity check failed; "
+            f"{escape(cause_of_untrust(bad))}"
             f"<details><summary>Which runs and checks</summary><ul>{items}</ul></details></div>")
 
 

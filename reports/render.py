@@ -117,6 +117,17 @@ def untrustworthy_runs(report: Report) -> list[tuple[RunReport, list[Check]]]:
     return [(r, [c for c in r.checks if c.status == "fail"]) for r in report.runs if not r.trustworthy]
 
 
+def cause_of_untrust(bad: list[tuple[RunReport, list[Check]]]) -> str:
+    """What the failed checks of `bad` (untrustworthy_runs) most likely mean, in one sentence."""
+    failed = {c.name for _, checks in bad for c in checks}
+    if "input_conventions" in failed:
+        return ("the model's input conventions look wrong (see input_conventions for the spec lines to add): "
+                "its accuracies mean little until they match the model.")
+    if failed == {"training_healthy"}:
+        return "training failed, so the robust numbers of these runs say nothing about robustness."
+    return "the robust numbers of these runs may reflect gradient masking or a broken attack, not robustness."
+
+
 def flagged_checks(run: RunReport) -> list[Check]:
     return [c for c in run.checks if c.status != "pass"]
 
@@ -224,7 +235,7 @@ def render_markdown(report: Report) -> str:
         names = ", ".join(f"{r.regularizer} seed {r.seed} ({', '.join(c.name for c in cs) or 'failed check'})"
                           for r, cs in bad)
         out += [f"> ⚠ **Untrustworthy robust accuracy**: {_md(names)}. A validity check failed; "
-                "robust numbers of these runs may reflect gradient masking, not robustness.", ""]
+                f"{cause_of_untrust(bad)}", ""]
     unchecked = [f"{r.regularizer} seed {r.seed}" for r in report.runs if not r.checked]
     if unchecked:
         out += [f"> ⚠ **Unchecked**: {_md(', '.join(unchecked))}: evaluated with `checks: off`, no validity "

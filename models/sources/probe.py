@@ -230,4 +230,5 @@ def diagnose_run(run: RunReport, model: nn.Module, section: Any, x: Tensor, y: T
     checks = [c.model_copy(update={"detail": c.detail.replace(
         "training failed", "not a training failure: robustlab did not train this model, see input_conventions")})
         if c.name == "training_healthy" else c for c in run.checks]
-    return run.model_copy(update={"checks": [*checks, check], "trustworthy": False})
+    # not a failed training either: the run is judged (a gate exits 1 on its thresholds, not 2)
+    return run.model_copy(update={"checks": [*checks, check], "trustworthy": False, "training_failed": False})

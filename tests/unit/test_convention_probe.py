@@ -119,6 +119,11 @@ def test_diagnose_run_rewords_training_failed_for_a_model_robustlab_did_not_trai
     details = {c.name: c.detail for c in diagnosed.checks}
     assert "training failed" not in details["training_healthy"]
     assert "input_range: [0, 255]" in details["input_conventions"]
+    assert not diagnosed.training_failed and not diagnosed.trustworthy  # judged (gate exit 1), not left out
+    from reports.render import cause_of_untrust
+
+    banner = cause_of_untrust([(diagnosed, [c for c in diagnosed.checks if c.status == "fail"])])
+    assert "input conventions" in banner and "gradient masking" not in banner
     registry = yaml.safe_load("{architecture: mlp}")  # a registry model is robustlab's own: not probed
     assert diagnose_run(run, cnn, registry, data.x_test, data.y_test) == run
 

@@ -113,3 +113,27 @@ def test_the_workflow_installs_robustlab_from_the_repository(name: str) -> None:
     for line in installs:
         assert not re.search(r"pip install\b.*\srobustlab(\s|$|\[)", line), line
         assert line.endswith(" .") and "-c constraints/cpu.txt" in line, line
+
+
+def test_the_example_model_expecting_pixels_in_0_255_fails_the_gate_naming_input_range(tmp_path: Path) -> None:
+    """The same model behind a ÷ 255 input (a user's convention), gated without `input_range`: its
+    clean accuracy is near chance, so the gate exits 1 (a threshold missed), not 2 (could not judge),
+    and the output names the spec line that fixes it."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(CI / "model.onnx"))
+    first = graph.graph.input[0].name
+    scale = helper.make_tensor("pixels_per_unit", onnx.TensorProto.FLOAT, [], [255.0])
+    graph.graph.initializer.append(scale)
+    for node in graph.graph.node:  # the model now reads x / 255: it expects pixels in [0, 255]
+        node.input[:] = ["x_in_0_1" if name == first else name for name in node.input]
+    graph.graph.node.insert(0, helper.make_node("Div", [first, "pixels_per_unit"], ["x_in_0_1"]))
+    onnx.checker.check_model(graph)
+    model = tmp_path / "expects-255.onnx"
+    onnx.save(graph, str(model))
+    result = CliRunner().invoke(app, ["gate", "--local", "--policy", str(CI / "policy.yaml"), "--spec",
+                                      str(CI / "spec.yaml"), "--checkpoint", str(model)],
+                                env={"ROBUSTLAB_URL": None, "ROBUSTLAB_API_KEY": None, "GITHUB_STEP_SUMMARY": None})
+    assert result.exit_code == 1, result.output
+    assert "input_range" in result.output, result.output
