@@ -183,17 +183,18 @@ def accuracy_interval(accuracy: float, samples: int, confidence: float = 0.95) -
     return clopper_pearson(correct, samples, confidence)
 
 
-def with_intervals(run: RunReport) -> RunReport:
-    """The run with a 95 % interval on its clean accuracy and on every robust and worst-case accuracy."""
+def with_intervals(run: RunReport, confidence: float = 0.95) -> RunReport:
+    """The run with an interval (95 % unless told) on its clean accuracy and on every robust and
+    worst-case accuracy."""
     n = run.samples
 
     def robust(r: AttackAccuracy) -> AttackAccuracy:
-        return r.model_copy(update={"interval": accuracy_interval(r.accuracy, n)})
+        return r.model_copy(update={"interval": accuracy_interval(r.accuracy, n, confidence)})
 
     def worst(w: WorstCase) -> WorstCase:
-        return w.model_copy(update={"interval": accuracy_interval(w.accuracy, n)})
+        return w.model_copy(update={"interval": accuracy_interval(w.accuracy, n, confidence)})
 
-    return run.model_copy(update={"clean_interval": accuracy_interval(run.clean_accuracy, n),
+    return run.model_copy(update={"clean_interval": accuracy_interval(run.clean_accuracy, n, confidence),
                                   "robust": [robust(r) for r in run.robust],
                                   "worst_case": [worst(w) for w in run.worst_case]})
 

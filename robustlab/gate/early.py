@@ -9,6 +9,12 @@ final verdict is judged on that report. A model far above or far below its thres
 a fraction of the samples; one close to a threshold uses them all, and stays undecided (exit 1) if
 even all of them cannot tell.
 
+Looking again after every round would make a wrong early decision likelier than one look does, so
+the L looks before the last (rounds but the last) are judged at Bonferroni-corrected levels: their
+intervals at 1 − 0.05 / L confidence and the regression test at significance / L, so that all the
+early stops together are wrong with probability at most 5 % (and `significance`); the last look is
+the full evaluation's own 95 % interval and significance.
+
 Imports torch: the command imports this module only for --local.
 """
 
@@ -41,6 +47,7 @@ from robustlab.gate.policy import GatePolicy
 from robustlab.gate.verdict import Verdict, judge
 
 FIRST_ROUND = 100  # samples; each round doubles the samples judged
+INTERIM_ALPHA = 0.05  # all early stops together are wrong with at most this probability
 
 
 def rounds(available: int, first: int = FIRST_ROUND) -> list[int]:
@@ -63,8 +70,9 @@ class EarlyResult:
     attack_seconds: float = 0.0
 
 
-def interim_run(name: str, outcome: ShardOutcome, spec: ExperimentSpec) -> RunReport:
-    """The accuracies of the samples so far, with their intervals (no checks yet: they run once, at the end)."""
+def interim_run(name: str, outcome: ShardOutcome, spec: ExperimentSpec, confidence: float = 0.95) -> RunReport:
+    """The accuracies of the samples so far, with their intervals at `confidence` (no checks yet: they
+    run once, at the end)."""
     n = outcome.stop
     robust: list[AttackAccuracy] = []
     broken: dict[str, dict[float, Tensor]] = {}
@@ -75,9 +83,20 @@ def interim_run(name: str, outcome: ShardOutcome, spec: ExperimentSpec) -> RunRe
                                          accuracy=float(result.correct[i].double().mean())))
             by_eps[eps] = by_eps.get(eps, torch.zeros(n, dtype=torch.bool)) | ~result.correct[i]
     clean = outcome.clean_correct
-    return with_intervals(RunReport(
-        regularizer=name, kind="checkpoint", seed=0, clean_accuracy=float(clean.double().mean()), samples=n,
-        robust=robust, worst_case=worst_case_curves(clean, broken), outcomes=sample_outcomes(clean, broken)))
+    run = RunReport(regularizer=name, kind="checkpoint", seed=0, clean_accuracy=float(clean.double().mean()),
+                    samples=n, robust=robust, worst_case=worst_case_curves(clean, broken),
+                    outcomes=sample_outcomes(clean, broken))
+    return with_intervals(run, confidence)
+
+
+def interim_verdict(name: str, outcome: ShardOutcome, spec: ExperimentSpec, policy: GatePolicy,
+                    baseline: Report | None, looks: int, device: str = "cpu") -> Verdict:
+    """One of `looks` looks before the last: the samples so far judged on 1 − INTERIM_ALPHA / looks
+    intervals and the regression test at significance / looks (a criterion undecided there waits
+    for the next round)."""
+    run = interim_run(name, outcome, spec, 1 - INTERIM_ALPHA / looks)
+    strict = policy.model_copy(update={"significance": policy.significance / looks})
+    return judge(evaluate_report(spec, run, device), strict, baseline, final=False)
 
 
 def evaluate_early(spec: ExperimentSpec, checkpoint: Path, policy: GatePolicy, baseline: Report | None, *,
@@ -97,6 +116,7 @@ def evaluate_early(spec: ExperimentSpec, checkpoint: Path, policy: GatePolicy, b
     available = evaluated_samples(data, spec.evaluation)
     # decide: point has no early decision (an estimate on part of the samples is not the estimate on all)
     plan = rounds(available, first_round) if policy.decide == "interval" else [available]
+    looks = max(1, len(plan) - 1)  # the interim looks, judged at Bonferroni-corrected levels
     shards: list[ShardOutcome] = []
     judged: list[int] = []
     started = time.perf_counter()
@@ -107,8 +127,7 @@ def evaluate_early(spec: ExperimentSpec, checkpoint: Path, policy: GatePolicy, b
         judged.append(size)
         if size == available:
             break
-        interim = evaluate_report(spec, interim_run(name, merge_shards(shards), spec), str(dev))
-        verdict = judge(interim, policy, baseline, final=False)
+        verdict = interim_verdict(name, merge_shards(shards), spec, policy, baseline, looks, str(dev))
         if verdict.decided or verdict.exit_code == 2:
             break
     attack_seconds = time.perf_counter() - started
