@@ -285,4 +285,3 @@ def test_a_baseline_without_per_sample_outcomes_falls_back_to_the_point_rule_and
     assert regression.status == "pass" and regression.p_value is None
     assert "compared as numbers: the baseline has no per-sample outcomes" in regression.detail
     assert judge(outcome_report(bits(470), bits(290)), gate, old).exit_code == EXIT_FAIL  # 0.02 > 0.01
-
