@@ -105,6 +105,10 @@ class SweepContext:
     white_broken: Tensor | None = None  # E×N: broken before a suite's black-box member ran
     offset: int = 0  # the global sample index of x[0] (a shard of samples 300 … 399: 300)
     start_block: int = 1  # random starts are drawn per block of this many global indices (`starts`)
+    # E×N×… or None: the input each broken sample was judged broken at (NaN where none), kept only
+    # when asked (run_attack(keep_points=True)): tests re-score a randomized model's final points
+    # over fresh draws; an evaluation never pays for it.
+    points: Tensor | None = None
 
     def keys(self, index: Tensor) -> Tensor:
         """The global sample indices of the context positions `index` (CPU int64)."""
@@ -183,15 +187,26 @@ class SweepContext:
         wrong: Tensor = wrong_count * 2 > draws if draws > 1 else wrong_count.bool()
         return wrong
 
+    def carry(self, i: int, index: Tensor | None = None) -> None:
+        """Radius i−1's broken samples (of `index`, default all) are broken at radius i, at the same point."""
+        index = torch.arange(self.x.shape[0]) if index is None else index
+        new = index[self.broken[i - 1, index] & ~self.broken[i, index]]
+        self.broken[i, new] = True
+        if self.points is not None:
+            self.points[i, new] = self.points[i - 1, new]
+
     def advance(self, i: int) -> Tensor:
         """Carry radius i−1's broken samples over to radius i; return the indices still to attack."""
         if i > 0:
-            self.broken[i] |= self.broken[i - 1]
+            self.carry(i)
         return (~self.broken[i]).nonzero().flatten()
 
-    def mark(self, i: int, index: Tensor, broken: Tensor) -> None:
-        """Record that the samples `index[broken]` are broken at radius i."""
+    def mark(self, i: int, index: Tensor, broken: Tensor, points: Tensor) -> None:
+        """Record that the samples `index[broken]` are broken at radius i; `points` (a row per entry
+        of `index`) are the inputs the verdict judged, kept where the context keeps points."""
         self.broken[i, index[broken.cpu()]] = True
+        if self.points is not None:
+            self.points[i, index[broken.cpu()]] = points[broken.to(points.device)].detach().float().cpu()
 
     def clean_pass(self, on_batch: CleanBatchHook | None = None) -> dict[str, int]:
         """Clean predictions and clean input gradients of every sample, in batches.
@@ -218,7 +233,8 @@ class SweepContext:
             # the verdict's own forward (no gradient, fp32): a model that answers gradient-enabled
             # passes differently must not have its clean errors decided by them
             wrong = self.misclassified(xb, yb)
-            self.broken[:, index[wrong.cpu()]] = True
+            for i in range(len(self.eps)):
+                self.mark(i, index, wrong, xb)
             flat = grad.detach().flatten(1)
             zero += int((flat == 0).all(dim=1).sum())
             nonfinite += int((~torch.isfinite(flat)).any(dim=1).sum())

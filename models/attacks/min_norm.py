@@ -214,7 +214,7 @@ def min_norm_at(ctx: SweepContext, i: int, *, steps: int = STEPS, targets: int =
     for index in ctx.chunks(within):
         xb, yb = ctx.batch(index)
         point = project(xb, found.x_best[index].to(ctx.device), eps, ctx.norm)
-        ctx.mark(i, index, ctx.misclassified(point, yb))
+        ctx.mark(i, index, ctx.misclassified(point, yb), point)
 
 
 def min_norm_distances(model: nn.Module, x: Tensor, y: Tensor, *, norm: str = "l2", steps: int = STEPS,

@@ -64,7 +64,7 @@ def attack_at(ctx: SweepContext, i: int, attack: Callable[[Tensor, Tensor], Tens
         if not valid.all():
             log.warning("%s returned %d inadmissible inputs at ε=%g: counted as not broken",
                         name, int((~valid).sum()), eps)
-        ctx.mark(i, index, ctx.misclassified(x_adv, yb) & valid)
+        ctx.mark(i, index, ctx.misclassified(x_adv, yb) & valid, x_adv)
     ctx.model.eval()  # torchattacks restores the mode it found; make sure it stays eval
 
 

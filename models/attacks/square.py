@@ -266,7 +266,7 @@ def square_at(ctx: SweepContext, i: int, queries: int, stream: int = 0,
                                 queries=queries, seed=seed, prune=prune, keys=ctx.keys(index))
         x_adv = out.x_best.reshape(xb.shape)
         pruned += int(out.pruned.sum())
-        ctx.mark(i, index, ctx.misclassified(x_adv, yb) & admissible(xb, x_adv, eps, ctx.norm))
+        ctx.mark(i, index, ctx.misclassified(x_adv, yb) & admissible(xb, x_adv, eps, ctx.norm), x_adv)
     return pruned
 
 

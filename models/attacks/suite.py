@@ -133,7 +133,7 @@ def apgd_at(ctx: SweepContext, i: int, *, loss: str, steps: int, restarts: int =
                 start = ctx.starts(index, xb, norm, i, stream + 100 * restart + (rank or 0), APGD_START)
                 out = apgd_run(ctx.model, xb, yb, start, eps=eps, norm=norm, steps=steps, loss=loss, target=target,
                                rho=rho, eot=ctx.eot)
-                ctx.mark(i, index, _confirm(ctx, yb, out, loss))
+                ctx.mark(i, index, _confirm(ctx, yb, out, loss), out.x_found)
 
 
 @dataclass
@@ -143,6 +143,12 @@ class _Replicas:
     confirmed: Tensor  # R×m bool
     loss_best: Tensor  # R×m
     x_best: Tensor  # R×m×…
+    x_found: Tensor  # R×m×…: the misclassified iterate each replica found (the input where none)
+
+    def found_point(self) -> Tensor:
+        """m×…: each row's point from its first confirmed replica (replica 0's where none is confirmed)."""
+        first = self.confirmed.int().argmax(dim=0)
+        return self.x_found[first, torch.arange(len(first), device=first.device)]
 
 
 def _replicated_dlr(ctx: SweepContext, i: int, xb: Tensor, yb: Tensor, starts: list[Tensor], targets: list[Tensor],
@@ -162,6 +168,7 @@ def _replicated_dlr(ctx: SweepContext, i: int, xb: Tensor, yb: Tensor, starts: l
     confirmed = torch.zeros((len(starts), m), dtype=torch.bool, device=ctx.device)
     loss_best = torch.full((len(starts), m), float("-inf"), device=ctx.device)
     x_best = xb.unsqueeze(0).repeat(len(starts), *([1] * xb.dim()))
+    x_found = x_best.clone()
     for first in range(0, len(starts), group):
         rows = (~confirmed[:first].any(dim=0)).nonzero().flatten()
         if not rows.numel():
@@ -177,7 +184,8 @@ def _replicated_dlr(ctx: SweepContext, i: int, xb: Tensor, yb: Tensor, starts: l
             confirmed[block, part] = _confirm(ctx, rep_y, out, "dlr").view(count, len(part))
             loss_best[block, part] = out.loss_best.view(count, len(part))
             x_best[block, part] = out.x_best.view(count, len(part), *xb.shape[1:])
-    return _Replicas(confirmed, loss_best, x_best)
+            x_found[block, part] = out.x_found.view(count, len(part), *xb.shape[1:])
+    return _Replicas(confirmed, loss_best, x_best, x_found)
 
 
 def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps: int, focus: int, steps: int,
@@ -218,7 +226,7 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
         screened = _replicated_dlr(ctx, i, xb, yb, [start] * len(ranks), list(classes), screen_steps,
                                    group=SCREEN_GROUP)
         alive = ~screened.confirmed.any(dim=0)
-        ctx.mark(i, index, (~alive).cpu())
+        ctx.mark(i, index, (~alive).cpu(), screened.found_point())
         best_loss, best_x = screened.loss_best, screened.x_best  # R×n and R×n×…: per (target, sample)
         stages = [
             (FOCUS_WITHIN, [("warm", k) for k in range(min(focus, len(ranks)))]),
@@ -241,7 +249,7 @@ def focused_targets_at(ctx: SweepContext, i: int, *, targets: int, screen_steps:
             out = _replicated_dlr(ctx, i, xb[rows], yb[rows], starts, [classes[pick, rows] for pick in picks], steps,
                                   give_up=GIVE_UP if stage else None)
             hit = out.confirmed.any(dim=0)
-            ctx.mark(i, index[rows.cpu()], hit.cpu())
+            ctx.mark(i, index[rows.cpu()], hit.cpu(), out.found_point())
             alive[rows[hit]] = False
             for r, pick in enumerate(picks):  # each (target, sample) keeps its best loss and point
                 better = out.loss_best[r] > best_loss[pick, rows]

@@ -69,6 +69,7 @@ class AttackResult:
     members: list[dict[str, Any]] = field(default_factory=list)  # a suite's per-member, per-ε record
     diagnostics: dict[str, float] = field(default_factory=dict)  # indicator counts for the checks
     white_correct: Tensor | None = None  # a suite's `correct` before its black-box member (else None)
+    points: Tensor | None = None  # len(eps)×N×…: each broken sample's judged input, NaN elsewhere (keep_points)
 
     def accuracy(self) -> list[float]:
         """Robust accuracy at each radius."""
@@ -97,13 +98,13 @@ def _run_fgsm(ctx: SweepContext, spec: FGSMAttack) -> dict[str, int]:
     def per_batch(ctx: SweepContext, index: Tensor, xb: Tensor, yb: Tensor, grad: Tensor) -> None:
         for i, eps in enumerate(ctx.eps):
             if i > 0:
-                ctx.broken[i, index] |= ctx.broken[i - 1, index]
+                ctx.carry(i, index)
             todo = ~ctx.broken[i, index]
             if not todo.any():
                 continue
             rows = todo.to(xb.device)
             x_adv = fgsm_perturb(xb[rows], grad[rows], eps, spec.norm)
-            ctx.mark(i, index[todo], ctx.misclassified(x_adv, yb[rows]))
+            ctx.mark(i, index[todo], ctx.misclassified(x_adv, yb[rows]), x_adv)
 
     return ctx.clean_pass(per_batch)
 
@@ -142,8 +143,9 @@ def _run_pgd(ctx: SweepContext, spec: PGDAttack) -> dict[str, int]:
                         sub = torch.zeros_like(again)
                         sub[again] = ctx.misclassified(x_again[again], yb[rest][again])
                         confirmed[rest.nonzero().flatten()[sub]] = True
+                        x_found[rest.nonzero().flatten()[sub]] = x_again[sub]
                 ctx.note(pgd_attacked=len(index))
-                ctx.mark(i, index, confirmed)
+                ctx.mark(i, index, confirmed, x_found)
     return stats
 
 
@@ -199,6 +201,7 @@ def run_attack(
     eot: int = 1,
     offset: int = 0,
     start_block: int = 1,
+    keep_points: bool = False,
 ) -> AttackResult:
     """Attack `model` with `spec` at each of spec.eps; `correct[i, b]`: sample b survives at eps[i].
 
@@ -217,6 +220,8 @@ def run_attack(
     start_block: random starts per block of this many global indices (`SweepContext.starts`); the
     default 1 keys them per sample. A block ≥ N draws torchattacks' starts for the whole context
     (for comparisons with the reference; not shard-invariant).
+    keep_points: also return, in `result.points`, the input each sample was judged broken at (NaN
+    where it was not, or was broken through `already_broken`): what tests re-score (issue 23).
     """
     if offset < 0 or start_block < 1:
         raise ValueError(f"offset must be ≥ 0 and start_block ≥ 1 (got {offset}, {start_block})")
@@ -229,18 +234,19 @@ def run_attack(
     counted = CountingModel(model)
     ctx = SweepContext(model=counted, x=x.detach(), y=y.detach().long(), eps=eps, broken=broken,
                        batch_size=batch_size, seed=seed, amp=amp, device=model_device(model), norm=spec.norm,
-                       eot=eot, offset=offset, start_block=start_block)
+                       eot=eot, offset=offset, start_block=start_block,
+                       points=torch.full((len(eps), *x.shape), float("nan")) if keep_points else None)
     try:
         stats = entry.run(ctx, spec)
     finally:
         model.train(was_training)
     for i in range(1, len(eps)):  # a radius nothing was attacked at still inherits the smaller ones
-        ctx.broken[i] |= ctx.broken[i - 1]
+        ctx.carry(i)
     result = AttackResult(kind=AttackKind(spec.kind), norm=spec.norm, eps=eps, label=entry.label(spec),
                           correct=~ctx.broken, gradient_stats=stats, seconds=time.perf_counter() - started,
                           gradient_evaluations=counted.gradients, forwards=counted.forwards,
                           members=ctx.members, diagnostics=ctx.diagnostics,
-                          white_correct=None if ctx.white_broken is None else ~ctx.white_broken)
+                          white_correct=None if ctx.white_broken is None else ~ctx.white_broken, points=ctx.points)
     log.info("%s %s on %d samples: accuracy %s in %.2fs", result.label, spec.norm, x.shape[0],
              ", ".join(f"{e:g}:{a:.3f}" for e, a in zip(eps, result.accuracy(), strict=True)), result.seconds)
     return result
