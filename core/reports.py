@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.2"  # 1.2: accuracy intervals; 1.1: per-sample outcomes
+SCHEMA_VERSION = "1.3"  # 1.3: per-attack sample outcomes; 1.2: accuracy intervals; 1.1: per-sample outcomes
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -104,6 +104,13 @@ class OutcomeBits(_Model):
     correct: str  # pack_bits of: still correct under every attack at every ε' ≤ eps, by sample index
 
 
+class AttackOutcomeBits(OutcomeBits):
+    """One attack kind's outcome at one radius: still correct under every attack of that kind there
+    (the per-attack accuracies of the run, sample by sample)."""
+
+    attack: str  # fgsm, pgd, apgd, square, autoattack, suite
+
+
 class SampleOutcomes(_Model):
     """Each evaluated sample's outcome by its index in the test set (0 … samples−1): what paired tests
     against a baseline and the merging of evaluation shards read."""
@@ -111,6 +118,7 @@ class SampleOutcomes(_Model):
     samples: int
     clean: str  # pack_bits of: classified correctly without attack
     worst_case: list[OutcomeBits] = Field(default_factory=list)
+    attacks: list[AttackOutcomeBits] = Field(default_factory=list)  # since schema 1.3
 
     def clean_correct(self) -> list[bool]:
         return unpack_bits(self.clean, self.samples)

@@ -14,6 +14,8 @@ when it needed escalation to get it. None of them is a defense worth deploying.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -48,28 +50,28 @@ class Rounded(_Wrapped):
 
 class _RoundStraightThrough(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor) -> Tensor:
         return round_levels(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         return grad
 
 
 class StraightThrough(_Wrapped):
     def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.inner(_RoundStraightThrough.apply(x))
+        out: Tensor = self.inner(_RoundStraightThrough.apply(x))  # type: ignore[no-untyped-call]
         return out
 
 
 class _RoundFlipped(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, flip: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, flip: Tensor) -> Tensor:
         ctx.save_for_backward(flip)
         return round_levels(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (flip,) = ctx.saved_tensors
         return grad * flip, None
 
@@ -86,7 +88,7 @@ class FlippedStraightThrough(_Wrapped):
         flip = torch.ones(x[0].numel(), device=x.device, dtype=x.dtype)
         chosen = torch.randperm(flip.numel(), generator=torch.Generator().manual_seed(self.seed))
         flip[chosen[: int(self.share * flip.numel())].to(x.device)] = -1
-        out: Tensor = self.inner(_RoundFlipped.apply(x, flip.view_as(x[0])))
+        out: Tensor = self.inner(_RoundFlipped.apply(x, flip.view_as(x[0])))  # type: ignore[no-untyped-call]
         return out
 
 

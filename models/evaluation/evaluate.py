@@ -21,6 +21,7 @@ from core.enums import Task
 from core.reports import (
     AttackAccuracy,
     AttackCost,
+    AttackOutcomeBits,
     Check,
     Escalation,
     OutcomeBits,
@@ -169,15 +170,30 @@ def worst_case_curves(clean_correct: Tensor, broken: dict[str, dict[float, Tenso
     return out
 
 
-def sample_outcomes(clean_correct: Tensor, broken: dict[str, dict[float, Tensor]]) -> SampleOutcomes:
-    """Per sample: clean correct, and correct under every attack at every ε' ≤ ε (the worst case)."""
-    rows = []
+def sample_outcomes(clean_correct: Tensor, broken: dict[str, dict[float, Tensor]],
+                    per_attack: Sequence[tuple[str, str, float, Tensor]] = (), *,
+                    escalated: bool = False) -> SampleOutcomes:
+    """Per sample: clean correct, correct under every attack at every ε' ≤ ε (the worst case), and
+    correct under each attack kind at each ε (`per_attack`: (kind, norm, ε, correct) of every attack
+    spec's result; a kind that several specs share: correct under all of them). `escalated`: the
+    suite's rows are the worst case's (its entries report the lowest any escalation step reached)."""
+    rows, worst = [], {}
     for norm, by_eps in broken.items():
         cumulative = ~clean_correct
         for eps in sorted(by_eps):
             cumulative = cumulative | by_eps[eps]
+            worst[norm, eps] = ~cumulative
             rows.append(OutcomeBits(norm=norm, eps=eps, correct=pack_bits((~cumulative).tolist())))
-    return SampleOutcomes(samples=len(clean_correct), clean=pack_bits(clean_correct.tolist()), worst_case=rows)
+    kinds: dict[tuple[str, str, float], Tensor] = {}
+    for kind, norm, eps, correct in per_attack:
+        if escalated and kind == "suite" and (norm, eps) in worst:
+            correct = worst[norm, eps]
+        key = (kind, norm, eps)
+        kinds[key] = correct if key not in kinds else kinds[key] & correct
+    attacks = [AttackOutcomeBits(attack=kind, norm=norm, eps=eps, correct=pack_bits(correct.tolist()))
+               for (kind, norm, eps), correct in kinds.items()]
+    return SampleOutcomes(samples=len(clean_correct), clean=pack_bits(clean_correct.tolist()), worst_case=rows,
+                          attacks=attacks)
 
 
 def _broken_so_far(by_eps: dict[float, Tensor], eps: float, clean_correct: Tensor) -> Tensor:
@@ -399,7 +415,9 @@ def finish_evaluation(
         seconds=outcome.seconds + time.perf_counter() - started,
         attack_costs=costs,
         suite_members=members,
-        outcomes=sample_outcomes(clean_correct, broken),
+        outcomes=sample_outcomes(clean_correct, broken, [
+            (spec.kind, spec.norm, eps, result.correct[i]) for spec, result in results
+            for i, eps in enumerate(result.eps)], escalated=bool(escalations)),
         check_seconds=timings | {"finish": time.perf_counter() - started},
         checked=mode != "off",
         escalations=escalations,

@@ -85,7 +85,10 @@ def interim_run(name: str, outcome: ShardOutcome, spec: ExperimentSpec, confiden
     clean = outcome.clean_correct
     run = RunReport(regularizer=name, kind="checkpoint", seed=0, clean_accuracy=float(clean.double().mean()),
                     samples=n, robust=robust, worst_case=worst_case_curves(clean, broken),
-                    outcomes=sample_outcomes(clean, broken))
+                    outcomes=sample_outcomes(clean, broken, [
+                        (attack.kind, attack.norm, eps, result.correct[i])
+                        for attack, result in zip(spec.evaluation.attacks, outcome.attacks, strict=True)
+                        for i, eps in enumerate(result.eps)]))
     return with_intervals(run, confidence)
 
 

@@ -16,31 +16,35 @@ accuracy may fall by at most `max_regression`.
 
 from __future__ import annotations
 
-from core.reports import Report, RunReport
+from core.reports import Report, RunReport, unpack_bits
 from reports.statistics import clopper_pearson, mcnemar_drop_p
 from robustlab.gate.policy import GatePolicy, same_eps
 
 
-def outcome_bits(run: RunReport | None, metric: tuple[str, float] | None) -> list[bool] | None:
-    """A run's per-sample outcomes: clean (metric None) or the worst case at (norm, eps); None if absent."""
+def outcome_bits(run: RunReport | None, metric: tuple[str, float] | None,
+                 attack: str = "worst_case") -> list[bool] | None:
+    """A run's per-sample outcomes: clean (metric None), or at (norm, eps) the worst case or one
+    attack kind's (reports since schema 1.3 keep those); None if absent."""
     outcomes = run.outcomes if run is not None else None
     if outcomes is None:
         return None
     if metric is None:
         return outcomes.clean_correct()
     norm, eps = metric
-    for row in outcomes.worst_case:
+    rows = outcomes.worst_case if attack == "worst_case" else [r for r in outcomes.attacks if r.attack == attack]
+    for row in rows:
         if row.norm == norm and same_eps(row.eps, eps):
-            return outcomes.correct_at(row.norm, row.eps)
+            return unpack_bits(row.correct, outcomes.samples)
     return None
 
 
 def paired_reason(report: Report, baseline: Report, now: list[bool] | None, before: list[bool] | None) -> str:
     """Why the metric cannot be compared paired ("" when it can)."""
     if before is None:
-        return "the baseline has no per-sample outcomes for it (a report from before schema 1.1)"
+        return ("the baseline has no per-sample outcomes for it (a report from before schema 1.1, or 1.3 for a "
+                "single attack's accuracy)")
     if now is None:
-        return "per-sample outcomes are kept for the clean accuracy and the worst case only"
+        return "the evaluated report has no per-sample outcomes for it"
     if report.spec.get("dataset") != baseline.spec.get("dataset"):
         return "the baseline was evaluated on another dataset (its spec's dataset section differs)"
     return ""

@@ -235,10 +235,8 @@ def _regressions(report: Report, baseline: Report, entry: RegularizerSummary, ba
             criteria.append(Criterion(name=name, required=None, actual=now_value, status="error",
                                       detail=f"the baseline lacks this metric; it evaluates: {evaluated(base)}"))
             continue
-        kept = want is None or want.attack == "worst_case"  # the metrics whose per-sample outcomes reports keep
-        metric = None if want is None else (want.norm, want.eps)
-        bits_now = outcome_bits(run, metric) if kept else None
-        bits_before = outcome_bits(base_run, metric) if kept else None
+        metric, attack = (None, "worst_case") if want is None else ((want.norm, want.eps), want.attack)
+        bits_now, bits_before = outcome_bits(run, metric, attack), outcome_bits(base_run, metric, attack)
         reason = ("`decide: point` in the policy" if policy.decide == "point"
                   else paired_reason(report, baseline, bits_now, bits_before))
         if not reason and bits_now is not None and bits_before is not None:

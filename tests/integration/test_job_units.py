@@ -110,7 +110,8 @@ def test_a_tenants_jobs_take_turns_and_a_unit_is_no_job(store: JobStore) -> None
     assert store.get(big_units[0].id, "t") is not None and store.count_by_status()[JobStatus.QUEUED] == 0
 
 
-def test_a_stale_delivery_of_a_job_whose_units_run_stands_down(store: JobStore, redis_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_stale_delivery_of_a_job_whose_units_run_stands_down(  # type: ignore[no-untyped-def]
+        store: JobStore, redis_url: str, tmp_path) -> None:
     """The plan's heartbeat stops on purpose once the units hold the job: a late RQ delivery of the
     job (a duplicate, or one the reaper made) must not take it over and plan it a second time."""
     from worker.journal import Journal
@@ -121,6 +122,8 @@ def test_a_stale_delivery_of_a_job_whose_units_run_stands_down(store: JobStore, 
     settings = store.settings.model_copy(update={"redis_url": redis_url, "data_dir": tmp_path})
     assert JobRunner(settings, parent.id)._start() is None
     after = store.get(parent.id)
-    assert after is not None and after.phase == "units" and after.units == parent.units and not store.execution(parent.id)
-    skipped = [e for e in Journal(store.redis, store.settings.key_prefix).events(parent.id) if e["event"] == "duplicate_skipped"]
+    assert after is not None and after.phase == "units" and after.units == parent.units
+    assert not store.execution(parent.id)
+    events = Journal(store.redis, store.settings.key_prefix).events(parent.id)
+    skipped = [e for e in events if e["event"] == "duplicate_skipped"]
     assert [e["reason"] for e in skipped] == ["units"]

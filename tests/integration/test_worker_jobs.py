@@ -96,7 +96,8 @@ def test_duplicate_delivery_leaves_one_result(service: Service) -> None:
     deliveries = {rq_job_id(job_id, 1), duplicate}  # (the assembly's own delivery may stand down too)
 
     def stood_down() -> list[dict]:
-        return [e for e in service.journal.events(job_id) if e["event"] == "duplicate_skipped" and e["rq_job"] in deliveries]
+        return [e for e in service.journal.events(job_id)
+                if e["event"] == "duplicate_skipped" and e["rq_job"] in deliveries]
     wait_for(stood_down, 120, "one of the job's two deliveries to stand down")
     assert len(stood_down()) == 1, service.journal.events(job_id)
     events = service.journal.events(job_id)

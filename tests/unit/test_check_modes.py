@@ -99,7 +99,8 @@ def test_a_logit_scaled_model_gets_no_failed_check_and_the_reference_number(digi
         assert suite[eps] == pytest.approx(float(reference.correct[i].double().mean())), (eps, suite)
 
 
-def test_checks_reuse_the_evaluations_own_pgd_exactly(one_thread) -> None:
+@pytest.mark.usefixtures("one_thread")
+def test_checks_reuse_the_evaluations_own_pgd_exactly() -> None:
     """The FGSM / PGD checks take the samples the evaluation's PGD left standing from its run
     (evaluate._reuse_own): at the first radius the result equals PGD run on its own (the same keyed
     starts); at the next, where a survivor's start was another draw, it is within 3 samples of it."""

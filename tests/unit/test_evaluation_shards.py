@@ -61,6 +61,10 @@ def test_shard_size_100_and_1000_and_batch_size_give_identical_evaluations(setup
         {"attacks": ATTACKS, "shard_size": 200, "batch_size": 48}))
     assert _numbers(whole) == _numbers(sharded) == _numbers(small_batches)
     assert whole.samples == 500 and 0 < whole.robust[-1].accuracy < whole.clean_accuracy  # attacks that bite
+    # each attack's per-sample outcomes (schema 1.3) give exactly its reported accuracy at each radius
+    assert whole.outcomes is not None
+    kept = {(r.attack, r.norm, r.eps): sum(unpack_bits(r.correct, 500)) / 500 for r in whole.outcomes.attacks}
+    assert kept == {(r.attack, r.norm, r.eps): r.accuracy for r in whole.robust}
 
 
 def test_shards_travel_as_json_and_merge_in_any_order(setup) -> None:  # type: ignore[no-untyped-def]

@@ -285,3 +285,28 @@ def test_a_baseline_without_per_sample_outcomes_falls_back_to_the_point_rule_and
     assert regression.status == "pass" and regression.p_value is None
     assert "compared as numbers: the baseline has no per-sample outcomes" in regression.detail
     assert judge(outcome_report(bits(470), bits(290)), gate, old).exit_code == EXIT_FAIL  # 0.02 > 0.01
+
+
+def test_a_single_attacks_regression_is_paired_on_its_own_outcomes() -> None:
+    """`attack: pgd` regressions pair the samples on PGD's own per-sample outcomes (schema 1.3), not
+    on the worst case: a PGD drop of 3 points on 500 samples fails with its McNemar p-value."""
+    from core.reports import AttackOutcomeBits, pack_bits
+
+    def with_pgd(report: Report, pgd: list[bool]) -> Report:
+        run = report.runs[0]
+        assert run.outcomes is not None
+        rows = [AttackOutcomeBits(attack="pgd", norm="linf", eps=0.1, correct=pack_bits(pgd))]
+        robust = [r.model_copy(update={"accuracy": sum(pgd) / len(pgd)}) for r in run.robust]
+        run = run.model_copy(update={"robust": robust, "outcomes": run.outcomes.model_copy(update={"attacks": rows})})
+        return report.model_copy(update={"runs": [run], "summary": summarize([run], None)})
+
+    from reports.statistics import summarize
+
+    gate = parse_policy({"min_robust_accuracy": [{"attack": "pgd", "norm": "linf", "eps": 0.1, "min": 0.5}],
+                         "max_regression": 0.01, "require_checks_pass": False})
+    same = outcome_report(bits(470), bits(300))  # the worst case does not change; PGD's outcomes do
+    before, after = with_pgd(same, bits(330)), with_pgd(same, bits(315))
+    regression = next(c for c in judge(after, gate, before).criteria if c.name == "regression pgd linf eps=0.1")
+    assert regression.status == "fail" and regression.p_value is not None and regression.p_value < 0.001
+    again = next(c for c in judge(before, gate, before).criteria if c.name == "regression pgd linf eps=0.1")
+    assert again.status == "pass" and again.p_value == 1.0
