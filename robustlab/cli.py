@@ -307,11 +307,12 @@ def _evaluate_on_server(spec: ExperimentSpec, model_file: Path, out: Path, serve
     except (GateError, ModelFileError, OSError) as exc:
         echo_error(exc)
         raise typer.Exit(1) from None
-    run = report.runs[0] if report.runs else None
-    if run is not None:
-        worst = ", ".join(f"{w.norm} ε={w.eps:g}: {w.accuracy:.3f}" for w in run.worst_case)
-        typer.echo(f"job {job_id}: clean accuracy {run.clean_accuracy:.3f}; worst case {worst or '-'}")
-    typer.echo(f"report files in {out}; the job's page: {page}")
+    console = Console()
+    if report.runs:  # the same summary as a local evaluate: the model, intervals, checks
+        from robustlab.evaluation_summary import evaluation_table
+
+        console.print(evaluation_table(report))
+    console.print(f"job {job_id}: report files in {out}; the job's page: {page}", highlight=False)
 
 
 # --- the service: `up` runs it on this machine; `submit`, `status`, `report` talk to it over HTTP -----

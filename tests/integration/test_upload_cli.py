@@ -75,7 +75,8 @@ def test_upload_model_and_dataset_print_ids_and_evaluate_server_uploads_a_local_
     evaluated = cli(api, "evaluate", "--model", str(model), "--spec", str(spec_file), "--out", str(out),
                     "--server", api.url, "--timeout", "240")
     assert evaluated.exit_code == 0, evaluated.output
-    assert "uploading the dataset" in evaluated.stderr and "clean accuracy" in evaluated.stdout
+    assert "uploading the dataset" in evaluated.stderr and "95 % interval" in evaluated.stdout  # the summary table
+    assert "report files in" in evaluated.stdout
     report = Report.model_validate_json((out / "report.json").read_text())
     assert report.kind == "evaluate" and report.runs[0].samples == 40
     assert report.spec["dataset"]["name"] == "upload"  # the job never saw the local path
