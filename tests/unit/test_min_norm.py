@@ -109,3 +109,22 @@ def test_l2_suite_runs_the_min_norm_member_before_square(trained) -> None:
     records = [m for m in result.members if m["member"] == MIN_NORM.name]
     assert [r["eps"] for r in records] == [0.4, 0.6]
     assert records[1]["gradient_evaluations"] == 0  # the second radius reuses the first run's distances
+
+
+def test_min_norm_consistent_catches_survivors_within_eps_and_passes_true_ones(trained) -> None:
+    """The check that would have caught the L2 miss (issue 23): survivors an attack failed on (here
+    every sample, as if nothing had broken any) are found within ε and fail a strong evaluation
+    (warn a bare FGSM / PGD one); the survivors of the L2 suite itself pass."""
+    from models.evaluation.checks import min_norm_consistent
+
+    model, x, y = trained
+    radii = [1.0, 2.0]
+    everyone = {"l2": {eps: torch.ones(len(x), dtype=torch.bool) for eps in radii}}
+    missed = min_norm_consistent(model, x, y, everyone, strong=True)
+    assert missed is not None and missed.status == "fail" and missed.values["within"] > 0.5 * len(x), missed
+    weak = min_norm_consistent(model, x, y, everyone, strong=False)
+    assert weak is not None and weak.status == "warn"
+    suite = run_attack(model, x, y, SuiteSpec(kind="suite", norm="l2", eps=radii), seed=0, batch_size=256)
+    survivors = {"l2": {eps: suite.correct[i].cpu() for i, eps in enumerate(radii)}}
+    honest = min_norm_consistent(model, x, y, survivors, strong=True)
+    assert honest is None or honest.status != "fail", honest
