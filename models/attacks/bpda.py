@@ -138,18 +138,47 @@ def _rewrite(graph_module: fx.GraphModule) -> list[str]:
     return replaced
 
 
+def _traced(module: nn.Module, opaque: set[int] | None = None) -> nn.Module:
+    """`module` as an fx graph where torch.fx can trace it; where it cannot (data-dependent control
+    flow, e.g. our input convolution's fast path), its children are made graphs the same way and the
+    module is traced again with every part found untraceable kept whole (a leaf: `opaque`, shared by
+    the whole recursion), so the transforms in every traceable forward around them are found.
+    Returns the module as it was when even that fails."""
+    opaque = set() if opaque is None else opaque
+    if isinstance(module, fx.GraphModule):
+        return module
+
+    class _Lenient(fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
+            return id(m) in opaque or super().is_leaf_module(m, qualified_name)
+
+    try:
+        return fx.GraphModule(module, _Lenient().trace(module))
+    except Exception as error:
+        log.debug("BPDA: torch.fx cannot trace %s as a whole (%s)", type(module).__name__, error)
+    children = list(module.named_children())
+    for name, child in children:
+        traced = _traced(child, opaque)
+        if isinstance(traced, fx.GraphModule):
+            setattr(module, name, traced)
+        else:
+            opaque.add(id(child))
+    try:
+        if children:
+            return fx.GraphModule(module, _Lenient().trace(module))
+    except Exception as error:
+        log.info("BPDA: torch.fx cannot trace %s even with its untraceable parts kept whole (%s)",
+                 type(module).__name__, error)
+    return module
+
+
 def straight_through(model: nn.Module, probe: Tensor | None = None) -> tuple[nn.Module, list[str]] | None:
     """(the twin, the operations replaced), or None: not traceable, nothing to replace, or the twin's
-    outputs differ from the model's on `probe` (inputs in [0, 1]). A model that torch.fx cannot trace
-    as a whole but holds graphs (an onnx2torch conversion behind a wrapper) gets those rewritten."""
-    twin: nn.Module = copy.deepcopy(model)
+    outputs differ from the model's on `probe` (inputs in [0, 1]). Parts torch.fx cannot trace are
+    kept whole (`_traced`); graphs the model holds already (an onnx2torch conversion) are rewritten
+    as they are."""
+    twin = _traced(copy.deepcopy(model))
     graphs = [m for m in twin.modules() if isinstance(m, fx.GraphModule)]
-    if not isinstance(twin, fx.GraphModule):
-        try:
-            twin = fx.symbolic_trace(twin)
-            graphs = [twin]
-        except Exception as error:
-            log.info("BPDA: torch.fx cannot trace the model as a whole (%s)", error)
     replaced = [name for graph in graphs for name in _rewrite(graph)]
     if not replaced:
         return None

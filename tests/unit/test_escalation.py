@@ -167,3 +167,39 @@ def test_flipped_straight_through_is_close_to_its_twin_or_flagged_at_that_radius
     trust = {t.eps: t.status for t in flipped.radius_trust}
     for w in flipped.worst_case:
         assert w.accuracy <= honest[w.eps] + 0.005 or trust[w.eps] != "trusted", (w, honest, trust)
+
+
+def test_bpda_keeps_untraceable_parts_whole_and_still_replaces_the_rounding(digits) -> None:
+    """A network with data-dependent control flow (as our input convolution's CPU fast path has)
+    cannot be traced by torch.fx as a whole; its untraceable part is kept whole, and the rounding
+    in front of it still gets its straight-through backward."""
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(64, 10)
+
+        def forward(self, x: Tensor) -> Tensor:
+            if bool(x.sum() >= 0):  # data-dependent: torch.fx cannot trace this
+                return self.linear(x.flatten(1))
+            return -self.linear(x.flatten(1))
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(Branchy(), nn.ReLU())
+
+        def forward(self, x: Tensor) -> Tensor:
+            out: Tensor = self.body(x) * 2
+            return out
+
+    torch.manual_seed(0)
+    model = Rounded(Net()).eval()
+    x = digits.x_test[:16]
+    found = straight_through(model, x)
+    assert found is not None and found[1] == ["round"]
+    twin = found[0]
+    assert torch.equal(twin(x), model(x))
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(twin(xg).sum(), xg)
+    assert grad.abs().sum() > 0
