@@ -125,17 +125,22 @@ def predictions_stable(model: nn.Module, x: Tensor, passes: int = 3, batch_size:
     )
 
 
-def silent_success(unconfirmed: float, attacked: float) -> Check:
+def silent_success(unconfirmed: float, attacked: float, *, randomized: bool = False) -> Check:
     """Iterates the attack's own forward pass saw misclassified but the fp32 verdict did not: the
-    model answers attacks differently from verdicts (randomness, a check evader, precision)."""
+    model answers attacks differently from verdicts (randomness, a check evader, precision).
+    `randomized`: predictions change between passes and the attacks ran with EOT: one noisy pass and
+    the majority verdict disagree near the boundary by design, so the check warns at most (the
+    randomness itself is predictions_deterministic's finding, and the number is EOT's)."""
     share = unconfirmed / max(attacked, 1.0)
-    return Check(
-        name="silent_success",
-        status=_status(share, 0.0, 0.01),
-        detail=f"{int(unconfirmed)} of {int(attacked)} attacked samples had an iterate the attack saw "
-        "misclassified that the verdict's forward pass classified correctly",
-        values={"unconfirmed": unconfirmed, "attacked": attacked},
-    )
+    status = _status(share, 0.0, 0.01)
+    detail = (f"{int(unconfirmed)} of {int(attacked)} attacked samples had an iterate the attack saw "
+              "misclassified that the verdict's forward pass classified correctly")
+    if randomized and status == "fail":
+        status = "warn"
+        detail += " (a randomized model: one noisy pass and the majority of the verdict's draws disagree near " \
+                  "the boundary)"
+    return Check(name="silent_success", status=status, detail=detail,
+                 values={"unconfirmed": unconfirmed, "attacked": attacked})
 
 
 def incomplete_optimization(late_gainers: float, survivors: float) -> Check:

@@ -560,7 +560,8 @@ def _validity_checks(model: nn.Module, data: DatasetBundle, evaluation: Evaluati
         checks.append(bb)
     attacked = sum(v for k, v in diagnostics.items() if k.endswith("_attacked"))
     if attacked:
-        checks.append(silent_success(sum(v for k, v in diagnostics.items() if k.endswith("_unconfirmed")), attacked))
+        checks.append(silent_success(sum(v for k, v in diagnostics.items() if k.endswith("_unconfirmed")), attacked,
+                                     randomized=eot > 1))
     if diagnostics.get("ce_survivors"):
         checks.append(incomplete_optimization(diagnostics.get("ce_late_gainers", 0.0), diagnostics["ce_survivors"]))
     checks.append(unbounded)

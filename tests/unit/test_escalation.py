@@ -128,6 +128,8 @@ def test_randomized_model_reports_eot_draws_and_sampling_error(digits, plain) ->
     evaluation = _evaluate("randomized", Randomized(plain), digits, SPEC.model_copy(update={"eot": 4}))
     eot = [e for e in evaluation.escalations if e.name == "eot"]
     assert eot and all("4 draws" in e.detail and "±" in e.detail for e in eot), eot
+    # a noisy pass and the majority verdict disagree near the boundary by design: no false alarm
+    assert all(c.status != "fail" for c in evaluation.checks if c.name == "silent_success"), evaluation.checks
     assert all(t.status != "trusted" for t in evaluation.radius_trust)
 
 
