@@ -104,11 +104,18 @@ class ModelEvaluation:
         return any(c.name == "training_healthy" and c.status == "fail" for c in self.checks)
 
 
-def _predict_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+def _predict_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, eot: int = 1) -> Tensor:
+    """Classified correctly without attack; a randomized model (eot > 1) by the attacks' verdict rule:
+    correct unless more than half of VERDICT_DRAWS passes misclassify the sample."""
     device = model_device(model)
+    draws = VERDICT_DRAWS if eot > 1 else 1
+    wrong = []
     with torch.no_grad():
-        preds = [model(x[i : i + batch_size].to(device)).argmax(dim=1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(preds) == y
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+            count = sum((model(xb).argmax(dim=1) != yb).int() for _ in range(draws))
+            wrong.append((torch.as_tensor(count) * 2 > draws).cpu())
+    return ~torch.cat(wrong)
 
 
 def _clean_gradients(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
@@ -268,8 +275,8 @@ def evaluate_shard(model: nn.Module, data: DatasetBundle, evaluation: Evaluation
     model.eval()
     x, y = data.x_test[start:stop], data.y_test[start:stop]
     n, bs, seed = len(x), evaluation.batch_size, evaluation.seed
-    clean_correct = _predict_correct(model, x, y, bs)
     eot, _ = _eot_passes(model, data, evaluation)
+    clean_correct = _predict_correct(model, x, y, bs, eot)
     broken: dict[str, dict[float, Tensor]] = {}
     attacks: list[AttackOutcome] = []
     for spec in evaluation.attacks:

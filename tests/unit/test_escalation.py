@@ -128,6 +128,12 @@ def test_randomized_model_reports_eot_draws_and_sampling_error(digits, plain) ->
     evaluation = _evaluate("randomized", Randomized(plain), digits, SPEC.model_copy(update={"eot": 4}))
     eot = [e for e in evaluation.escalations if e.name == "eot"]
     assert eot and all("4 draws" in e.detail and "±" in e.detail for e in eot), eot
+    # the clean accuracy follows the verdict's rule too (the majority of 50 passes, not one noisy pass)
+    model, x, y = Randomized(plain).eval(), digits.x_test[:100], digits.y_test[:100]
+    with torch.no_grad():
+        wrong = sum((model(x).argmax(dim=1) != y).int() for _ in range(50))
+    majority = 1 - float((torch.as_tensor(wrong) * 2 > 50).double().mean())
+    assert abs(evaluation.clean_accuracy - majority) <= 0.02, (evaluation.clean_accuracy, majority)
     # a noisy pass and the majority verdict disagree near the boundary by design: no false alarm
     assert all(c.status != "fail" for c in evaluation.checks if c.name == "silent_success"), evaluation.checks
     assert all(t.status != "trusted" for t in evaluation.radius_trust)
