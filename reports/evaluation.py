@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.reports import Check, Report, RunReport, SuiteMember
-from reports.render import STATUS_ICONS, _md, _table, column_label, environment_line, pct, spec_name
+from core.reports import Check, RadiusTrust, Report, RunReport, SuiteMember
+from reports.render import STATUS_ICONS, _md, _table, cause_of_untrust, column_label, environment_line, pct, spec_name
 
 OUTCOMES_FILE = "outcomes.csv"
 INTERVAL_NOTE = "95 % interval: exact binomial (Clopper–Pearson) over the samples"
@@ -168,6 +168,17 @@ def render_outcomes_csv(report: Report) -> str | None:
 # --- Markdown -------------------------------------------------------------------------------------
 
 
+def trust_of(run: RunReport, norm: str, eps: float) -> RadiusTrust | None:
+    """How far the radius's number can be believed (trusted, escalated, flagged), where the run says."""
+    return next((t for t in run.radius_trust if t.norm == norm and t.eps == eps), None)
+
+
+def escalation_rows(run: RunReport) -> list[list[str]]:
+    """[step, radius, attacked, broke, detail] of every escalation step the evaluation took."""
+    return [[e.name, column_label(e.norm, e.eps), f"{e.attacked:,}", f"{e.broken:,}", e.detail]
+            for e in run.escalations]
+
+
 def render_evaluation_markdown(report: Report) -> str:
     """The evaluate report as Markdown: model, samples, robust accuracy with intervals, suite, checks."""
     run = the_run(report)
@@ -176,8 +187,12 @@ def render_evaluation_markdown(report: Report) -> str:
            f"Environment: {_md(environment_line(report.environment))}", ""]
     if run is not None and not run.trustworthy:
         failed = ", ".join(c.name for c in run.checks if c.status == "fail") or "a check"
-        out += [f"> ⚠ **Untrustworthy robust accuracy**: {_md(failed)} failed; the robust numbers may reflect "
-                "gradient masking or a broken attack, not robustness.", ""]
+        bad = [c for c in run.checks if c.status == "fail"]
+        out += [f"> ⚠ **Untrustworthy robust accuracy**: {_md(failed)} failed; {cause_of_untrust([(run, bad)])}", ""]
+    if run is not None and run.escalated:
+        out += ["> **Escalated**: a check saw masking or randomness, so the evaluation escalated (below); the "
+                "numbers are the lowest any step reached. " + "; ".join(
+                    f"{column_label(t.norm, t.eps)}: {t.status}" for t in run.radius_trust), ""]
     out += ["## Model", "", *_table(["Field", "Value"], [[k, v] for k, v in model_facts(report)])]
     out += ["## Samples", "", *_table(["Field", "Value"], [[k, v] for k, v in sample_facts(report)])]
     if run is None:
@@ -186,10 +201,15 @@ def render_evaluation_markdown(report: Report) -> str:
     out += ["## Robust accuracy", "", f"Accuracy in % over {run.samples:,} samples; {INTERVAL_NOTE}"
             f"{'' if clean or any(r.interval for r in accuracy_rows(run)) else ' (' + NO_INTERVAL + ')'}. "
             "Worst case: correct under every attack at that radius and every smaller one.", ""]
-    rows = [["clean", "no attack", pct(run.clean_accuracy), fmt_interval(clean)]]
+    rows = [["clean", "no attack", pct(run.clean_accuracy), fmt_interval(clean), ""]]
     rows += [[column_label(r.norm, r.eps), f"**{r.attack}**" if r.worst else r.attack, pct(r.accuracy),
-              fmt_interval(r.interval)] for r in accuracy_rows(run)]
-    out += _table(["Radius", "Attack", "Accuracy %", "95 % interval"], rows)
+              fmt_interval(r.interval), (t.status if (t := trust_of(run, r.norm, r.eps)) and r.worst else "")]
+             for r in accuracy_rows(run)]
+    out += _table(["Radius", "Attack", "Accuracy %", "95 % interval", "Trust"], rows)
+    if run.escalations:
+        out += ["## Escalations", "", "Steps the evaluation took because a check saw masking or randomness; "
+                "each attacked what everything before it left standing.", ""]
+        out += _table(["Step", "Radius", "Attacked", "Broke", "Detail"], escalation_rows(run))
     groups = members_by_radius(run)
     if groups:
         out += ["## Suite members", "", "Each member attacks the samples the earlier ones left unbroken.", ""]

@@ -18,6 +18,7 @@ from reports.evaluation import (
     NO_INTERVAL,
     OUTCOMES_FILE,
     accuracy_rows,
+    escalation_rows,
     fmt_interval,
     interval,
     members_by_radius,
@@ -26,6 +27,7 @@ from reports.evaluation import (
     run_checks,
     sample_facts,
     the_run,
+    trust_of,
 )
 from reports.html_charts import table as _table
 from reports.html_page import CSS, _badge, _check_item, _provenance
@@ -46,6 +48,9 @@ tr.radius-row td,tr.radius-row td:first-child{background:#eef1f4;font-weight:600
 tr.worst-row td{font-weight:700}
 table.down{width:auto;min-width:min(100%,420px)}
 td.iv{color:var(--muted)}
+.trust{font-size:.78rem;font-weight:600;padding:1px 6px;border-radius:8px;margin-left:6px}
+.trust-trusted{background:#e3f4e8}.trust-escalated{background:#fff1d6}.trust-flagged{background:#fde2e1}
+#escalations td:last-child{overflow-wrap:anywhere;min-width:12em}
 a.download{display:inline-block;padding:6px 12px;border:1px solid var(--line);border-radius:6px;
  background:var(--bg);font-weight:600;text-decoration:none}
 @media (max-width:640px){.big strong{font-size:1.3rem}.cost-col{display:none}table.down{width:100%}}
@@ -108,8 +113,11 @@ def _accuracy(run: RunReport) -> str:
     for r in rows:
         if (r.norm, r.eps) != last:
             last = (r.norm, r.eps)
+            trust = trust_of(run, r.norm, r.eps)
+            badge = (f' <span class="trust trust-{escape(trust.status)}" title="{escape(trust.detail)}">'
+                     f"{escape(trust.status)}</span>" if trust is not None else "")
             body.append(f'<tr class="radius-row" data-norm="{escape(r.norm)}" data-eps="{r.eps!r}"><td colspan="3">'
-                        f"{escape(column_label(r.norm, r.eps))}</td></tr>")
+                        f"{escape(column_label(r.norm, r.eps))}{badge}</td></tr>")
         css = "worst-row" if r.worst else "accuracy-row"
         body.append(f'<tr class="{css}"><td>{escape(r.attack)}</td><td>{pct(r.accuracy)}</td>'
                     f'<td class="iv">{fmt_interval(r.interval)}</td></tr>')
@@ -169,6 +177,21 @@ def _suite(run: RunReport) -> str:
             f"<tbody>{''.join(body)}</tbody></table></div></section>")
 
 
+def _escalations(run: RunReport) -> str:
+    rows = escalation_rows(run)
+    if not rows:
+        return ""
+    body = [f'<tr data-step="{escape(step)}">' + "".join(f"<td>{escape(v)}</td>" for v in (step, radius, attacked,
+                                                                                       broke, detail)) + "</tr>"
+            for step, radius, attacked, broke, detail in rows]
+    head = "<tr><th>Step</th><th>Radius</th><th>Attacked</th><th>Broke</th><th>Detail</th></tr>"
+    return (f'<section id="escalation-section"><h2>Escalations</h2><p class="note">A check saw masking or '
+            f"randomness, so the evaluation escalated on the samples still standing; the accuracies above are the "
+            f"lowest any step reached, and each radius says whether its number is trusted, escalated or flagged."
+            f'</p><div class="table-scroll"><table id="escalations" class="down"><thead>{head}</thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div></section>")
+
+
 def _checks(report: Report) -> str:
     checks = run_checks(report)
     items = "".join(_check_item(c) for c in checks) or '<li class="note">No checks were run.</li>'
@@ -215,7 +238,8 @@ def render_evaluation_html(report: Report) -> str:
     run = the_run(report)
     parts = [_header(report)]
     if run is not None:
-        parts += [_banner(run), _headline(run), _model(report), _accuracy(run), _suite(run), _checks(report),
+        parts += [_banner(run), _headline(run), _model(report), _accuracy(run), _suite(run), _escalations(run),
+                  _checks(report),
                   _outcomes(run), _costs(run)]
     else:
         parts += [_model(report), '<section><p class="note">No run in this report.</p></section>']

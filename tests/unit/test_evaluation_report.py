@@ -146,3 +146,25 @@ def test_the_cli_summary_shows_the_model_and_intervals() -> None:
     narrow.print(evaluation_table(evaluate_fixture(intervals=False, untrustworthy=True)))
     text = narrow.export_text()
     assert "33.4 ⚠" in text and "not to be trusted" in text and "—" in text
+
+
+def test_an_escalated_evaluation_shows_each_radius_trust_and_its_escalations() -> None:
+    """Issue 23: each ε's number says whether it is trusted, escalated or flagged, and the report names
+    each escalation step and what it broke (HTML page and Markdown)."""
+    from core.reports import Escalation, RadiusTrust
+
+    report = evaluate_fixture(untrustworthy=True)
+    run = report.runs[0]
+    trust = [RadiusTrust(norm=w.norm, eps=w.eps, status="escalated" if w.eps == 0.05 else "trusted")
+             for w in run.worst_case]
+    steps = [Escalation(name="bpda-suite", norm="linf", eps=0.05, attacked=120, broken=7,
+                        detail="straight-through backward for round")]
+    run = run.model_copy(update={"radius_trust": trust, "escalations": steps, "escalated": True})
+    report = report.model_copy(update={"runs": [run]})
+    page = render_html(report)
+    parsed = _parse(page)
+    assert len(parsed.find("span", "trust-escalated")) == 1 and len(parsed.find("span", "trust-trusted")) == 3
+    assert parsed.find("table", id="escalations") and parsed.find("tr", **{"data-step": "bpda-suite"})
+    assert "straight-through backward for round" in _text(page)
+    markdown = render_markdown(report)
+    assert "## Escalations" in markdown and "| bpda-suite |" in markdown and "escalated" in markdown
