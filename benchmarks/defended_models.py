@@ -252,8 +252,9 @@ def main() -> None:
             eot = cached(args.cache / f"eotpgd-{name}-{tag}.pt", args.fresh_reference, eot_pgd, model, x, y, 0)
             adaptive, adaptive_label, adaptive_seconds = (eot["accuracy"], f"EOT-PGD {EOT_PGD_STEPS}×{EOT_PGD_DRAWS}",
                                                           eot["seconds"])
-            print(f"   {name}: clean accuracy {suite['clean']:.3f} in the suite's report (one forward pass), "
-                  f"{eot['clean']:.3f} by the {VERDICT_DRAWS}-draw majority; EOT-PGD {eot['seconds']:.1f} s",
+            print(f"   {name}: clean accuracy {suite['clean']:.3f} in the suite's report (its verdict's majority), "
+                  f"{eot['clean']:.3f} by a {VERDICT_DRAWS}-draw majority on fresh draws; EOT-PGD "
+                  f"{eot['seconds']:.1f} s",
                   flush=True)
             rescored = fresh_rescore(model, x, y, args.eot)
             print(f"   {name}: the suite's attack again with its points kept ({rescored['seconds']:.1f} s): "
