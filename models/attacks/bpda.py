@@ -144,13 +144,13 @@ def _traced(module: nn.Module, opaque: set[int] | None = None) -> nn.Module:
     module is traced again with every part found untraceable kept whole (a leaf: `opaque`, shared by
     the whole recursion), so the transforms in every traceable forward around them are found.
     Returns the module as it was when even that fails."""
-    opaque = set() if opaque is None else opaque
+    kept: set[int] = set() if opaque is None else opaque
     if isinstance(module, fx.GraphModule):
         return module
 
     class _Lenient(fx.Tracer):
         def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
-            return id(m) in opaque or super().is_leaf_module(m, qualified_name)
+            return id(m) in kept or super().is_leaf_module(m, qualified_name)
 
     try:
         return fx.GraphModule(module, _Lenient().trace(module))
@@ -158,11 +158,11 @@ def _traced(module: nn.Module, opaque: set[int] | None = None) -> nn.Module:
         log.debug("BPDA: torch.fx cannot trace %s as a whole (%s)", type(module).__name__, error)
     children = list(module.named_children())
     for name, child in children:
-        traced = _traced(child, opaque)
+        traced = _traced(child, kept)
         if isinstance(traced, fx.GraphModule):
             setattr(module, name, traced)
         else:
-            opaque.add(id(child))
+            kept.add(id(child))
     try:
         if children:
             return fx.GraphModule(module, _Lenient().trace(module))
