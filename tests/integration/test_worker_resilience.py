@@ -97,7 +97,9 @@ def test_a_redis_restart_mid_training_neither_fails_the_job_nor_stops_the_worker
     own = Service(server.url, key_prefix, tmp_path / "data")
     own.data_dir.mkdir()
     try:
-        job_id = own.submit(killable_spec(epochs=12))
+        # long enough that an idle machine is still training after the first progress writes (12
+        # epochs of the killable spec took 0.5 s here: no progress write named epoch 2 before the end)
+        job_id = own.submit(tiny_spec(epochs=40, train_size=1200, hidden=128, batch_size=8, name="redis-restart"))
         worker: subprocess.Popen[bytes] = own.start_worker()
         wait_for(lambda: own.training_epoch(job_id) >= 2, 180, "training to reach epoch 2")
         port = server.port
