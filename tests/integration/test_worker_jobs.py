@@ -54,7 +54,8 @@ def test_compare_job_succeeds_with_artifacts_in_the_store(service: Service) -> N
     # The parent never loaded torch (DESIGN §5): only its work horses did.
     maps = psutil.Process(worker.pid).memory_maps()
     assert not [m.path for m in maps if "torch" in m.path]
-    events = [e["event"] for e in service.journal.events(job_id)]
+    # (a delivery the fused assembly made redundant may stand down after the finish: that is journaled too)
+    events = [e["event"] for e in service.journal.events(job_id) if e["event"] != "duplicate_skipped"]
     assert events[0] == "started" and events[-1] == "finished"
 
 
