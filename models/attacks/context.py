@@ -77,6 +77,13 @@ class CountingModel(nn.Module):
 VERDICT_DRAWS = 50
 
 
+def majority_wrong(model: nn.Module, x: Tensor, y: Tensor, draws: int = VERDICT_DRAWS) -> Tensor:
+    """Per sample: misclassified on more than half of `draws` forward passes (fp32, no gradient)."""
+    with torch.no_grad():
+        count = sum((model(x).float().argmax(dim=1) != y).int() for _ in range(draws))
+    return torch.as_tensor(count, device=y.device) * 2 > draws
+
+
 @dataclass
 class SweepContext:
     """One attack run: N samples, E radii, the model in eval mode on its device.
@@ -196,9 +203,7 @@ class SweepContext:
         return wrong
 
     def _majority_wrong(self, x: Tensor, y: Tensor) -> Tensor:
-        with torch.no_grad():
-            count = sum((self.model(x).float().argmax(dim=1) != y).int() for _ in range(VERDICT_DRAWS))
-        return torch.as_tensor(count, device=y.device) * 2 > VERDICT_DRAWS
+        return majority_wrong(self.model, x, y)
 
     def carry(self, i: int, index: Tensor | None = None) -> None:
         """Radius i−1's broken samples (of `index`, default all) are broken at radius i, at the same point."""

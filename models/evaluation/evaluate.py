@@ -36,7 +36,7 @@ from core.specs.evaluation import APGDAttack, AttackSpec, EvaluationSpec, Square
 from models.attacks import run_attack
 from models.attacks.apgd import apgd_run, apgd_start_noise
 from models.attacks.bpda import straight_through
-from models.attacks.context import VERDICT_DRAWS, model_device
+from models.attacks.context import VERDICT_DRAWS, majority_wrong, model_device
 from models.datasets.base import DatasetBundle
 from models.evaluation.checks import (
     CHECK_LOSSES,
@@ -109,12 +109,8 @@ def _predict_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, eo
     correct unless more than half of VERDICT_DRAWS passes misclassify the sample."""
     device = model_device(model)
     draws = VERDICT_DRAWS if eot > 1 else 1
-    wrong = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-            count = sum((model(xb).argmax(dim=1) != yb).int() for _ in range(draws))
-            wrong.append((torch.as_tensor(count) * 2 > draws).cpu())
+    wrong = [majority_wrong(model, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device), draws).cpu()
+             for i in range(0, len(x), batch_size)]
     return ~torch.cat(wrong)
 
 
